@@ -1,0 +1,31 @@
+# Set-up and the two everyday commands. `make run` and `make test` create .venv on first use.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# All Ray traffic on loopback, W&B offline unless you configured a key.
+export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER ?= 0
+
+.PHONY: run test lint install clean
+
+$(BIN)/xdrl: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	# torch first, pinned: the CPU wheel here; see the README for a CUDA build.
+	$(BIN)/python -m pip install torch==2.13.0
+	$(BIN)/python -m pip install -e '.[dev]'
+	touch $@
+
+install: $(BIN)/xdrl
+
+run: $(BIN)/xdrl
+	$(BIN)/xdrl demo --out runs/demo
+
+test: $(BIN)/xdrl
+	$(BIN)/python -m pytest -q
+
+lint: $(BIN)/xdrl
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,111 @@
+"""Cost of the xdrl hook set on a TorchRL PPO trainer (goal: ratio >= 0.98).
+
+The same PPO CartPole-v1 trainer (same seed, so the same episodes and updates)
+runs bare and with the full hook set (collection, training, counter, progress
+and timer metrics, policy checkpoints; no evaluation, no W&B), alternately in
+one process. Only ``trainer.train()`` is timed.
+
+Two measures are printed, because a shared 2-core VM moves single runs by
++-10% whatever they do:
+
+- A/B: frames per second of each round, and the ratio bare/hooked of the
+  fastest round of each (the least disturbed run of each configuration);
+- in-run accounting: inside every hooked run, the wall time spent in the xdrl
+  hook ops themselves, and the ratio ``1 - hook_time / run_time``.
+
+    python benchmarks/hook_overhead.py [--frames 5120] [--rounds 6]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from typing import Any
+
+import torch
+
+from xdrl.demo import make_ppo_trainer, register_full_hook_set
+
+STAGES = [
+    "_batch_process_ops",
+    "_pre_steps_log_ops",
+    "_post_optim_complete_log_ops",
+    "_post_steps_ops",
+    "_post_steps_log_ops",
+    "_setup_ops",
+    "_shutdown_ops",
+]
+
+
+def _is_xdrl_op(op: Any) -> bool:
+    target = getattr(op, "__wrapped__", op)
+    target = getattr(target, "__self__", target)  # bound methods: the hook object
+    return type(target).__module__.startswith("xdrl.")
+
+
+def _account(trainer: Any, spent: list[float]) -> None:
+    """Wrap every xdrl op registered on ``trainer`` with a timer adding to ``spent[0]``."""
+
+    def timed(op: Any) -> Any:
+        def run(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return op(*args, **kwargs)
+            finally:
+                spent[0] += time.perf_counter() - start
+
+        return run
+
+    for stage in STAGES:
+        ops = getattr(trainer, stage)
+        ops[:] = [(timed(op) if _is_xdrl_op(op) else op, kwargs) for op, kwargs in ops]
+
+
+def timed_run(frames: int, hooks: bool) -> tuple[float, float]:
+    """(wall seconds of ``train()``, seconds of it spent inside xdrl hooks)."""
+    trainer = make_ppo_trainer(total_frames=frames, frames_per_batch=512, minibatch=128, seed=0)
+    spent = [0.0]
+    if hooks:
+        register_full_hook_set(trainer, checkpoint_dir=tempfile.mkdtemp(), checkpoint_interval=5)
+        _account(trainer, spent)
+    start = time.perf_counter()
+    trainer.train()
+    return time.perf_counter() - start, spent[0]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=5_120)
+    parser.add_argument("--rounds", type=int, default=6)
+    args = parser.parse_args()
+    torch.set_num_threads(1)  # one core per trainer: less scheduler noise on small machines
+    timed_run(1024, hooks=True)  # warm-up (imports, allocator)
+    bare: list[float] = []
+    hooked: list[tuple[float, float]] = []
+    for round_index in range(args.rounds):
+        order = (False, True) if round_index % 2 == 0 else (True, False)
+        for with_hooks in order:
+            seconds, in_hooks = timed_run(args.frames, with_hooks)
+            if with_hooks:
+                hooked.append((seconds, in_hooks))
+            else:
+                bare.append(seconds)
+        print(
+            f"round {round_index + 1}: bare {args.frames / bare[-1]:7.1f} fps, hooks {args.frames / hooked[-1][0]:7.1f} fps"
+            f" (ratio {bare[-1] / hooked[-1][0]:.3f}); time inside hooks {1000 * hooked[-1][1]:.1f} ms"
+            f" of {hooked[-1][0]:.2f} s"
+        )
+    best_bare, best_hooked = min(bare), min(seconds for seconds, _ in hooked)
+    print(
+        f"A/B (fastest round of each): bare TorchRL {args.frames / best_bare:.1f} frames/s, "
+        f"with hook set {args.frames / best_hooked:.1f} frames/s, ratio {best_bare / best_hooked:.3f} (goal >= 0.98)"
+    )
+    share = sum(h for _, h in hooked) / sum(s for s, _ in hooked)
+    print(
+        f"in-run accounting: hooks take {100 * share:.2f}% of the hooked runs' time, ratio {1 - share:.4f} (goal >= 0.98)"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,176 @@
+"""Tensor-to-metric helpers shared by the collection and evaluation hooks.
+
+Plumbing: masking a collected batch, splitting a (possibly vector) reward into
+its scalarized value and its objectives, and turning a tensor into the
+``_min/_mean/_max`` family of scalars that every ``xdrl`` metric uses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from tensordict import TensorDictBase
+from tensordict.utils import NestedKey
+
+COLLECTOR_MASK_KEY = ("collector", "mask")
+
+
+class MissingKeyError(KeyError):
+    """A key a hook needs is absent; the message lists the keys that are there."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def _key_str(key: NestedKey) -> str:
+    return str(key) if isinstance(key, str) else str(tuple(key))
+
+
+def get_key(batch: TensorDictBase, key: NestedKey, owner: str, hint: str = "") -> torch.Tensor:
+    """Read ``key`` from ``batch`` with an error that lists what is there.
+
+    Args:
+        batch: the TensorDict to read.
+        key: the nested key.
+        owner: name of the hook asking, repeated in the error.
+        hint: extra advice appended to the error.
+
+    Raises:
+        MissingKeyError: (a ``KeyError``) naming the key, the hook and the leaf
+            keys available.
+    """
+    value = batch.get(key, None)
+    if value is None:
+        available = ", ".join(sorted(_key_str(k) for k in batch.keys(True, True)))
+        raise MissingKeyError(
+            f"{owner}: key {_key_str(key)} is not in the batch; available leaf keys: "
+            f"{available}.{(' ' + hint) if hint else ''}"
+        )
+    return value
+
+
+def flatten_batch(batch: TensorDictBase, tensor: torch.Tensor) -> torch.Tensor:
+    """Flatten the batch dimensions of ``tensor`` into one, keeping only valid frames.
+
+    The collector mask ``("collector", "mask")``, when present, selects the frames
+    that were really collected (padding from split trajectories is dropped).
+
+    Returns:
+        A tensor of shape ``(n_valid, *feature_dims)``.
+    """
+    mask = batch.get(COLLECTOR_MASK_KEY, None)
+    if mask is not None:
+        return tensor[mask.to(torch.bool)]
+    return tensor.reshape(-1, *tensor.shape[batch.ndim :])
+
+
+def scalarize(
+    values: torch.Tensor, weights: Sequence[float] | None, *, owner: str
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Split rewards ``(..., k)`` into a weighted scalar and per-objective values.
+
+    Args:
+        values: rewards whose last dimension holds the ``k`` objectives (``k == 1``
+            for ordinary scalar rewards).
+        weights: one weight per objective, or ``None``.
+        owner: name used in error messages.
+
+    Returns:
+        ``(scalar, objectives)``: ``scalar`` has the last dimension removed (``None``
+        when the reward is a vector and no weights are given); ``objectives`` keeps
+        it and is ``None`` for scalar rewards.
+
+    Raises:
+        ValueError: when the number of weights differs from the number of objectives.
+
+    Examples:
+        >>> import torch
+        >>> scalar, objectives = scalarize(torch.tensor([[1.0, -2.0]]), [0.5, 1.0], owner="doc")
+        >>> scalar.tolist(), objectives.tolist()
+        ([-1.5], [[1.0, -2.0]])
+    """
+    values = values.float()
+    if values.ndim == 0:
+        values = values.reshape(1)
+    num_objectives = values.shape[-1]
+    objectives = values if num_objectives > 1 else None
+    if weights is None:
+        return (values.squeeze(-1) if num_objectives == 1 else None), objectives
+    if len(weights) != num_objectives:
+        raise ValueError(
+            f"{owner}: episode_reward_weights has {len(weights)} entries but the reward "
+            f"has {num_objectives} objectives (shape {tuple(values.shape)}); give one "
+            "weight per objective."
+        )
+    weight = torch.as_tensor(list(weights), dtype=values.dtype, device=values.device)
+    return (values * weight).sum(-1), objectives
+
+
+def stats(name: str, values: torch.Tensor, reduce_stats: bool | None) -> dict[str, float]:
+    """Summarise ``values`` as scalars named after ``name``.
+
+    ``reduce_stats=None`` gives ``name_min/_mean/_max`` when there is more than one
+    element and the plain ``name`` otherwise; ``True`` always gives the three
+    statistics (a stable metric schema); ``False`` always gives the plain mean.
+    An empty tensor gives no metric at all.
+
+    Examples:
+        >>> import torch
+        >>> stats("collection/reward/reward", torch.tensor([1.0, 3.0]), None)
+        {'collection/reward/reward_min': 1.0, 'collection/reward/reward_mean': 2.0, 'collection/reward/reward_max': 3.0}
+        >>> stats("x", torch.tensor([4.0]), None)
+        {'x': 4.0}
+    """
+    values = values.detach().float().reshape(-1)
+    if values.numel() == 0:
+        return {}
+    if reduce_stats is False or (reduce_stats is None and values.numel() == 1):
+        return {name: values.mean().item()}
+    return {
+        f"{name}_min": values.min().item(),
+        f"{name}_mean": values.mean().item(),
+        f"{name}_max": values.max().item(),
+    }
+
+
+def reward_metrics(
+    prefix: str,
+    name: str,
+    values: torch.Tensor,
+    *,
+    group: str | None,
+    weights: Sequence[float] | None,
+    reduce_stats: bool | None,
+    owner: str,
+) -> dict[str, float]:
+    """Metrics of reward-like values of shape ``(n, *agent_dims, k)``.
+
+    Gives ``{prefix}/reward/{name}_*`` (agent dimensions averaged), the same under
+    ``{prefix}/{group}/reward/`` when ``group`` is given (every agent value counts),
+    and ``{prefix}/reward/objective_{i}/{name}_*`` for each objective of a vector
+    reward.
+    """
+    scalar, objectives = scalarize(values, weights, owner=owner)
+    out: dict[str, float] = {}
+    if scalar is not None:
+        out.update(stats(f"{prefix}/reward/{name}", _mean_agents(scalar), reduce_stats))
+        if group is not None:
+            out.update(stats(f"{prefix}/{group}/reward/{name}", scalar, reduce_stats))
+    if objectives is not None:
+        for index in range(objectives.shape[-1]):
+            per_objective = _mean_agents(objectives[..., index])
+            out.update(stats(f"{prefix}/reward/objective_{index}/{name}", per_objective, reduce_stats))
+    return out
+
+
+def _mean_agents(values: torch.Tensor) -> torch.Tensor:
+    """Average every dimension after the first (the agent dimensions)."""
+    if values.ndim <= 1:
+        return values
+    return values.reshape(values.shape[0], -1).mean(-1)
+
+
+def key_in_group(key: NestedKey, group: str) -> bool:
+    """Whether a nested key lives under the agent group ``group``."""
+    return not isinstance(key, str) and group in tuple(key)

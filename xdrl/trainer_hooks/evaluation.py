@@ -1,0 +1,333 @@
+"""Periodic evaluation rollouts (``eval/<subgroup>/`` namespace)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from tensordict import TensorDictBase
+from torchrl.envs.utils import ExplorationType, set_exploration_type
+from torchrl.trainers.trainers import Trainer, TrainerHookBase
+
+from xdrl.trainer_hooks._metrics import get_key, key_in_group, reward_metrics, stats
+
+
+def _first_episode_mask(done: torch.Tensor) -> torch.Tensor:
+    """Steps of a rollout ``(..., T)`` that belong to each environment's first episode."""
+    done = done.to(torch.int64)
+    return (done.cumsum(-1) - done) == 0
+
+
+class LoggingEvaluationMetricsHook(TrainerHookBase):
+    """Run periodic evaluation and log metrics under ``eval/<subgroup>/``.
+
+    Stage: ``post_steps_log``. Whenever the trainer's collected frames cross a
+    multiple of ``interval_frames``, the hook runs one rollout of at most
+    ``max_steps`` steps with deterministic (``deterministic=True``) or random
+    exploration and returns:
+
+    - ``eval/<subgroup>/reward/episode_reward*``: return of each environment's
+      first episode (agents averaged), and per group when ``reward_key`` lives
+      under ``group``; per objective (``objective_<i>``) for vector rewards;
+    - ``eval/<subgroup>/episode_length*``: steps of that episode;
+    - ``timers/eval/<subgroup>/evaluation_time``: wall time of the rollout.
+
+    With ``render=True`` every step is rendered through ``environment.render``
+    and the frames are logged as one video ``eval/<subgroup>/video`` through the
+    trainer's logger (or ``logger`` before registration) at ``video_fps``. A
+    render that fails or returns ``None`` raises: a missing video is an error.
+
+    Args:
+        policy: Policy module used during rollout.
+        environment: TorchRL environment with a ``rollout`` method.
+        group: Agent/group namespace used for reward keys.
+        metric_subgroup: Evaluation label such as ``"deterministic"``.
+        interval_frames: Collected-frame interval between evaluations
+            (non-positive: never).
+        max_steps: Maximum rollout length.
+        deterministic: Whether to force deterministic exploration.
+        render: Whether to capture rendered frames and log a video.
+        video_fps: Video frame rate passed to the logger.
+        render_kwargs: Optional keyword arguments passed to environment ``render``.
+        reward_key: TensorDict key for rollout rewards; defaults to
+            ``("next", group, "reward")``.
+        reduce_stats: Whether vector metrics are reduced to min/mean/max
+            (see :class:`LoggingCollectionMetricsHook`).
+        logger: Optional logger used before the hook is registered on a trainer.
+
+    Examples:
+        >>> from torchrl.envs import GymEnv
+        >>> env = GymEnv("CartPole-v1")
+        >>> hook = LoggingEvaluationMetricsHook(
+        ...     policy=None, environment=env, group="agents", metric_subgroup="random",
+        ...     interval_frames=1, max_steps=5, deterministic=False, render=False,
+        ...     video_fps=30, reward_key=("next", "reward"))
+        >>> metrics = hook.evaluate(step=0)
+        >>> metrics["eval/random/episode_length"] <= 5
+        True
+    """
+
+    def __init__(
+        self,
+        *,
+        policy: torch.nn.Module,
+        environment: Any,
+        group: str,
+        metric_subgroup: str,
+        interval_frames: int,
+        max_steps: int,
+        deterministic: bool,
+        render: bool,
+        video_fps: int,
+        render_kwargs: dict[str, Any] | None = None,
+        reward_key: tuple[str, ...] | None = None,
+        reduce_stats: bool | None = None,
+        logger: Any | None = None,
+    ) -> None:
+        self.policy = policy
+        self.environment = environment
+        self.group = group
+        self.reward_key = reward_key
+        self.reduce_stats = reduce_stats
+        self.metric_subgroup = metric_subgroup
+        self.interval_frames = interval_frames
+        self.max_steps = max_steps
+        self.deterministic = deterministic
+        self.render = render
+        self.render_kwargs = dict(render_kwargs or {})
+        self.video_fps = video_fps
+        self.logger = logger
+        self.trainer: Trainer | None = None
+        # Evaluations done so far, i.e. the last multiple of interval_frames reached.
+        self._evaluations = 0
+        # Frames seen when called without a trainer (standalone use).
+        self._standalone_frames = 0
+
+    @property
+    def _reward_key(self) -> tuple[str, ...]:
+        return self.reward_key if self.reward_key is not None else ("next", self.group, "reward")
+
+    def _active_logger(self) -> Any | None:
+        if self.trainer is not None and self.trainer.logger is not None:
+            return self.trainer.logger
+        return self.logger
+
+    def _log_direct(self, metrics: dict[str, float], step: int) -> None:
+        """Log ``metrics`` through :attr:`logger` when no trainer forwards them."""
+        if self.logger is None:
+            return
+        for name, value in metrics.items():
+            self.logger.log_scalar(name, value, step=step)
+
+    def due(self, frames: int) -> bool:
+        """Whether ``frames`` collected frames call for a new evaluation."""
+        return self.interval_frames > 0 and frames // self.interval_frames > self._evaluations
+
+    def __call__(self, _batch: TensorDictBase | None) -> dict[str, float]:
+        if self.trainer is not None:
+            frames = self.trainer.collected_frames
+        else:
+            self._standalone_frames += _batch.numel() if _batch is not None else 0
+            frames = self._standalone_frames
+        if not self.due(frames):
+            return {}
+        self._evaluations = frames // self.interval_frames
+        metrics = self.evaluate(step=frames)
+        if self.trainer is None:
+            self._log_direct(metrics, frames)
+        return metrics
+
+    def evaluate(self, step: int) -> dict[str, float]:
+        """Run one evaluation rollout now and return its metrics.
+
+        Args:
+            step: collected frames, used as the step of the video.
+        """
+        prefix = f"eval/{self.metric_subgroup}"
+        frames: list[np.ndarray] = []
+        callback = (lambda _env, _td: frames.append(self._render_frame())) if self.render else None
+        exploration = ExplorationType.DETERMINISTIC if self.deterministic else ExplorationType.RANDOM
+        was_training = self.policy.training if isinstance(self.policy, torch.nn.Module) else None
+        start = time.perf_counter()
+        try:
+            if was_training is not None:
+                self.policy.eval()
+            with torch.no_grad(), set_exploration_type(exploration):
+                rollout = self.environment.rollout(
+                    max_steps=self.max_steps,
+                    policy=self.policy,
+                    callback=callback,
+                    auto_cast_to_device=True,
+                    break_when_any_done=len(self.environment.batch_size) == 0,
+                )
+            if self.render:
+                # rollout() calls back after every step but the last one.
+                frames.append(self._render_frame())
+        finally:
+            if was_training:
+                self.policy.train()
+        elapsed = time.perf_counter() - start
+
+        owner = type(self).__name__
+        reward_key = self._reward_key
+        done = get_key(rollout, ("next", "done"), owner)
+        # (*env_batch, T): first-episode steps of every environment.
+        valid = _first_episode_mask(done.reshape(*rollout.batch_size, -1).any(-1))
+        reward = get_key(rollout, reward_key, owner, "Single-agent environments pass reward_key=('next', 'reward').")
+        weights = valid.reshape(*valid.shape, *([1] * (reward.ndim - valid.ndim))).to(reward.dtype)
+        time_dim = rollout.ndim - 1
+        returns = (reward * weights).sum(time_dim).reshape(-1, *reward.shape[rollout.ndim :])
+        metrics = reward_metrics(
+            prefix,
+            "episode_reward",
+            returns,
+            group=self.group if key_in_group(reward_key, self.group) else None,
+            weights=None,
+            reduce_stats=self.reduce_stats,
+            owner=owner,
+        )
+        metrics.update(stats(f"{prefix}/episode_length", valid.sum(-1).float(), self.reduce_stats))
+        metrics[f"timers/{prefix}/evaluation_time"] = elapsed
+        if self.render:
+            self._log_video(f"{prefix}/video", frames, step)
+        return metrics
+
+    def _render_frame(self) -> np.ndarray:
+        frame = self.environment.render(**self.render_kwargs)
+        if frame is None:
+            raise RuntimeError(
+                f"{type(self).__name__}: environment.render() returned None; create the "
+                "environment with render_mode='rgb_array' or set render=False."
+            )
+        return np.asarray(frame)
+
+    def _log_video(self, name: str, frames: list[np.ndarray], step: int) -> None:
+        logger = self._active_logger()
+        if logger is None:
+            raise RuntimeError(f"{type(self).__name__}: render=True needs a logger (the trainer's or `logger=`).")
+        if not frames:
+            raise RuntimeError(f"{type(self).__name__}: render=True but the rollout produced no frame.")
+        video = torch.as_tensor(np.stack(frames))  # (T, H, W, C)
+        if video.ndim == 3:
+            video = video.unsqueeze(-1)
+        video = video.permute(0, 3, 1, 2).unsqueeze(0).contiguous()  # (1, T, C, H, W)
+        logger.log_video(name, video, step=step, fps=self.video_fps)
+
+    def close(self) -> None:
+        """Close the evaluation environment (``shutdown`` stage)."""
+        if not getattr(self.environment, "is_closed", True):
+            self.environment.close()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"evaluations": self._evaluations}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._evaluations = int(state_dict["evaluations"])
+
+    def register(self, trainer: Trainer, name: str = "logging_evaluation_metrics") -> None:
+        """Registers the hook in the trainer at a default location.
+
+        Args:
+            trainer (Trainer): the trainer where the hook must be registered.
+            name (str): the name of the hook.
+
+        Note:
+            To register the hook at another location than the default, use
+            ``register_op()``.
+        """
+        self.trainer = trainer
+        trainer.register_module(name, self)
+        trainer.register_op("post_steps_log", self)
+        trainer.register_op("shutdown", self.close)
+
+
+class LoggingEvaluationHookSet:
+    """Compose deterministic and non-deterministic evaluation hooks.
+
+    This wrapper is useful when the same environment and policy should be
+    evaluated with both exploration settings on the same schedule. The variants
+    log under ``eval/deterministic/`` and ``eval/non_deterministic/``; they are
+    registered, run and closed together (one module in the trainer checkpoint).
+
+    Args: see :class:`LoggingEvaluationMetricsHook`; ``deterministic`` and
+    ``non_deterministic`` choose which variants exist.
+
+    Examples:
+        >>> from torchrl.envs import GymEnv
+        >>> hooks = LoggingEvaluationHookSet(
+        ...     policy=None, environment=GymEnv("CartPole-v1"), group="agents",
+        ...     interval_frames=100, max_steps=10, deterministic=False,
+        ...     non_deterministic=True, render=False, video_fps=30,
+        ...     reward_key=("next", "reward"))
+        >>> [hook.metric_subgroup for hook in hooks.hooks]
+        ['non_deterministic']
+    """
+
+    def __init__(
+        self,
+        *,
+        policy: torch.nn.Module,
+        environment: Any,
+        group: str,
+        interval_frames: int,
+        max_steps: int,
+        deterministic: bool,
+        non_deterministic: bool,
+        render: bool,
+        video_fps: int,
+        render_kwargs: dict[str, Any] | None = None,
+        reward_key: tuple[str, ...] | None = None,
+        reduce_stats: bool | None = None,
+        logger: Any | None = None,
+    ) -> None:
+        variants = [("deterministic", True)] * deterministic + [("non_deterministic", False)] * non_deterministic
+        self.hooks: list[LoggingEvaluationMetricsHook] = [
+            LoggingEvaluationMetricsHook(
+                policy=policy,
+                environment=environment,
+                group=group,
+                metric_subgroup=subgroup,
+                interval_frames=interval_frames,
+                max_steps=max_steps,
+                deterministic=is_deterministic,
+                render=render,
+                video_fps=video_fps,
+                render_kwargs=render_kwargs,
+                reward_key=reward_key,
+                reduce_stats=reduce_stats,
+                logger=logger,
+            )
+            for subgroup, is_deterministic in variants
+        ]
+
+    def __call__(self, batch: TensorDictBase | None) -> dict[str, float]:
+        metrics: dict[str, float] = {}
+        for hook in self.hooks:
+            metrics.update(hook(batch))
+        return metrics
+
+    def attach(self, trainer: Trainer) -> None:
+        """Let every variant read the trainer's frames and logger (no registration)."""
+        for hook in self.hooks:
+            hook.trainer = trainer
+
+    def close(self) -> None:
+        """Close the shared evaluation environment once."""
+        if self.hooks:
+            self.hooks[0].close()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {hook.metric_subgroup: hook.state_dict() for hook in self.hooks}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        for hook in self.hooks:
+            hook.load_state_dict(state_dict[hook.metric_subgroup])
+
+    def register(self, trainer: Trainer, name: str = "logging_evaluation_hooks") -> None:
+        """Register all variants at ``post_steps_log`` and close them at ``shutdown``."""
+        self.attach(trainer)
+        trainer.register_module(name, self)
+        trainer.register_op("post_steps_log", self)
+        trainer.register_op("shutdown", self.close)
