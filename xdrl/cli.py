@@ -1,16 +1,51 @@
-"""The ``xdrl`` command line."""
+"""The ``xdrl`` command line.
+
+    xdrl train experiment=cartpole_ppo algo.lr=1e-3       one run in this process
+    xdrl train --resume runs/cartpole_ppo/20261125-101010  continue it from its newest checkpoint
+    xdrl demo                                               PPO on CartPole with the hook set, no config
+
+Bad configuration prints one line naming the key, the value and what is accepted,
+and exits with status 2 before anything is built.
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import pathlib
 import sys
+import warnings
 from collections.abc import Sequence
+
+EXIT_CONFIG_ERROR = 2
+
+
+def _quiet_third_parties() -> None:
+    # Deprecation chatter of TorchRL/gymnasium would bury the one line that matters.
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", message=".*experimental/prototype.*")
+    os.environ.setdefault("WANDB_SILENT", "true")
+    logging.getLogger("torchrl").setLevel(logging.WARNING)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from xdrl import runner
+
+    if args.resume:
+        directory = pathlib.Path(args.resume).resolve()
+        validated = runner.load_run_config(directory, args.overrides)
+        result = runner.train(validated, directory, resume=True, progress_bar=not args.no_progress)
+    else:
+        validated, directory = runner.prepare_new_run(args.overrides)
+        print(f"run directory: {directory}", flush=True)
+        result = runner.train(validated, directory, resume=False, progress_bar=not args.no_progress)
+    print(runner.summary(result))
+    return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
-    # Imported here: `xdrl --help` should not pay for torch.
     from torchrl.record.loggers.wandb import WandbLogger
 
     from xdrl.demo import make_ppo_trainer, register_full_hook_set
@@ -37,14 +72,23 @@ def _demo(args: argparse.Namespace) -> int:
     print(f"frames: {hooks.counters_hook.total_frames}  iterations: {hooks.counters_hook.iteration}")
     print(f"last deterministic evaluation return: {last_eval:.1f}")
     print(f"policy checkpoints: {out / 'policies'}")
-    print(f"W&B run ({'offline' if offline else 'online'}): {logger.experiment.dir if not offline else out / 'wandb'}")
+    print(f"W&B run ({'offline' if offline else 'online'}): {out / 'wandb'}")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="xdrl", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="xdrl", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="train PPO on CartPole-v1 with the full xdrl hook set")
+
+    train = commands.add_parser("train", help="run one experiment in this process")
+    train.add_argument("overrides", nargs="*", help="Hydra overrides: experiment=cartpole_ppo algo.lr=1e-3 ...")
+    train.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its newest complete checkpoint")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.set_defaults(func=_train)
+
+    demo = commands.add_parser("demo", help="train PPO on CartPole-v1 with the full xdrl hook set (no config)")
     demo.add_argument("--frames", type=int, default=20_480, help="frames to collect (default: %(default)s)")
     demo.add_argument("--out", default="runs/demo", help="output directory (default: %(default)s)")
     demo.set_defaults(func=_demo)
@@ -53,7 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    _quiet_third_parties()
+    from xdrl.config.errors import ConfigError
+
+    try:
+        return args.func(args)
+    except ConfigError as error:
+        print(f"xdrl: error: {error}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
 
 
 if __name__ == "__main__":

@@ -21,6 +21,8 @@ _log = logging.getLogger(__name__)
 # Logger methods that end in ``wandb.Run.log`` and accept ``commit``.
 _DEFERRED_METHODS = ("log_scalar", "log_video", "log_histogram")
 _DEFERRED_MARK = "_xdrl_deferred_commit"
+#: Set on the logger by a deferred call, cleared by whoever commits the row.
+PENDING_MARK = "_xdrl_row_pending"
 
 
 def find_wandb_logger(logger: Any) -> WandbLogger | None:
@@ -32,6 +34,12 @@ def find_wandb_logger(logger: Any) -> WandbLogger | None:
         if found is not None:
             return found
     return None
+
+
+def commit_row(logger: WandbLogger) -> None:
+    """Commit the logger's pending W&B row now."""
+    logger.experiment.log({}, commit=True)
+    setattr(logger, PENDING_MARK, False)
 
 
 def defer_commits(logger: WandbLogger) -> None:
@@ -48,7 +56,9 @@ def defer_commits(logger: WandbLogger) -> None:
 
         @functools.wraps(method)
         def deferred(*args: Any, _method: Any = method, commit: bool = False, **kwargs: Any) -> Any:
-            return _method(*args, commit=commit, **kwargs)
+            result = _method(*args, commit=commit, **kwargs)
+            setattr(logger, PENDING_MARK, not commit)
+            return result
 
         setattr(logger, method_name, deferred)
     setattr(logger, _DEFERRED_MARK, True)
@@ -98,9 +108,12 @@ class WandbFlushHook(TrainerHookBase):
         if logger is None:
             return False
         registry = self._wandb_step_registry(logger)
-        if registry == self._last_flushed_steps:
+        # A deferred call marks the row pending; without the mark, a changed step
+        # registry tells that something was logged since the last flush.
+        pending = getattr(logger, PENDING_MARK, None)
+        if not (pending if pending is not None else registry != self._last_flushed_steps):
             return False
-        logger.experiment.log({}, commit=True)
+        commit_row(logger)
         self._last_flushed_steps = registry
         return True
 

@@ -1,0 +1,124 @@
+"""What every algorithm builder shares: the build context, its result, models, collector."""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from tensordict.nn import NormalParamExtractor, TensorDictModule
+from torch import nn
+from torchrl.collectors import Collector
+from torchrl.envs import EnvBase
+from torchrl.modules import MLP, OneHotCategorical, ProbabilisticActor, TanhNormal
+from torchrl.trainers import Trainer
+
+from xdrl.builder.envs import EnvInfo
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU}
+
+
+@dataclasses.dataclass
+class BuildContext:
+    """Everything an algorithm builder may use besides its own config."""
+
+    env_info: EnvInfo
+    make_env: Callable[[], EnvBase]
+    device: torch.device
+    seed: int
+    total_frames: int
+    frames_per_batch: int
+    init_random_frames: int
+    logger: Any
+    progress_bar: bool
+
+
+@dataclasses.dataclass
+class AlgorithmParts:
+    """A built algorithm: its TorchRL trainer and what the hooks need from it."""
+
+    trainer: Trainer
+    #: The acting policy (exploration follows TorchRL's exploration type).
+    policy: nn.Module
+    #: Default ``PolicyCheckpointHook.policy_path`` on the trainer.
+    policy_path: str
+    #: State the trainer's own ``state_dict`` misses (replay buffer, schedules).
+    extra_state: Callable[[], dict[str, Any]] = lambda: {}
+    load_extra_state: Callable[[dict[str, Any]], None] = lambda state: None
+
+
+def mlp(in_features: int, out_features: int, hidden_sizes: Sequence[int], activation: str, device: torch.device) -> MLP:
+    return MLP(
+        in_features=in_features,
+        out_features=out_features,
+        num_cells=list(hidden_sizes),
+        activation_class=ACTIVATIONS[activation],
+        device=device,
+    )
+
+
+def stochastic_actor(
+    info: EnvInfo, action_spec: Any, hidden_sizes: Sequence[int], activation: str, device: torch.device
+) -> ProbabilisticActor:
+    """Categorical actor for discrete actions, tanh-normal actor for box actions."""
+    if info.discrete:
+        net = mlp(info.observation_dim, info.num_actions, hidden_sizes, activation, device)
+        module = TensorDictModule(net, in_keys=["observation"], out_keys=["logits"])
+        return ProbabilisticActor(
+            module,
+            in_keys=["logits"],
+            spec=action_spec,
+            distribution_class=OneHotCategorical,
+            return_log_prob=True,
+        )
+    net = nn.Sequential(
+        mlp(info.observation_dim, 2 * info.action_dim, hidden_sizes, activation, device), NormalParamExtractor()
+    )
+    module = TensorDictModule(net, in_keys=["observation"], out_keys=["loc", "scale"])
+    return ProbabilisticActor(
+        module,
+        in_keys=["loc", "scale"],
+        spec=action_spec,
+        distribution_class=TanhNormal,
+        distribution_kwargs={"low": action_spec.space.low.to(device), "high": action_spec.space.high.to(device)},
+        return_log_prob=True,
+    )
+
+
+def make_collector(ctx: BuildContext, policy: nn.Module) -> Collector:
+    """A synchronous single-process collector: env on CPU, policy on ``ctx.device``."""
+    return Collector(
+        ctx.make_env,
+        policy,
+        frames_per_batch=ctx.frames_per_batch,
+        total_frames=ctx.total_frames,
+        init_random_frames=ctx.init_random_frames or None,
+        env_device="cpu",
+        policy_device=ctx.device,
+        storing_device=ctx.device,
+        auto_register_policy_transforms=False,
+    )
+
+
+def make_trainer(trainer_cls: type[Trainer], ctx: BuildContext, **kwargs: Any) -> Trainer:
+    """A TorchRL algorithm trainer with xdrl's shared settings.
+
+    TorchRL's own logging hooks are off (the xdrl hook set replaces them) and
+    every metric reaches the logger every iteration (``log_interval=0``).
+    """
+    with warnings.catch_warnings():
+        # TorchRL flags its algorithm trainers as prototypes on every construction.
+        warnings.filterwarnings("ignore", message=".*experimental/prototype.*")
+        return trainer_cls(
+            total_frames=ctx.total_frames,
+            frame_skip=1,
+            logger=ctx.logger,
+            log_interval=0,
+            progress_bar=ctx.progress_bar,
+            enable_logging=False,
+            auto_log_optim_steps=False,
+            seed=ctx.seed,
+            **kwargs,
+        )

@@ -1,0 +1,89 @@
+"""PPO (clipped objective) with GAE, on discrete or box actions."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torchrl.data import LazyTensorStorage, ReplayBuffer
+from torchrl.data.replay_buffers.samplers import SamplerWithoutReplacement
+from torchrl.modules import ValueOperator
+from torchrl.objectives import ClipPPOLoss
+from torchrl.trainers.algorithms import PPOTrainer
+
+from xdrl.builder.algorithms.common import (
+    AlgorithmParts,
+    BuildContext,
+    make_collector,
+    make_trainer,
+    mlp,
+    stochastic_actor,
+)
+
+
+@dataclasses.dataclass
+class PPOConfig:
+    """``configs/algo/ppo.yaml`` holds the defaults."""
+
+    name: str
+    lr: float
+    #: Decay the learning rate linearly to 0 over the run.
+    anneal_lr: bool
+    gamma: float
+    gae_lambda: float
+    clip_epsilon: float
+    entropy_coef: float
+    critic_coef: float
+    #: Passes over each collected batch.
+    epochs: int
+    minibatch_size: int
+    max_grad_norm: float
+    hidden_sizes: list[int]
+    activation: str
+
+
+def build(config: PPOConfig, ctx: BuildContext) -> AlgorithmParts:
+    """Actor, critic, clipped PPO loss, collector and TorchRL's ``PPOTrainer``."""
+    probe = ctx.make_env()
+    action_spec = probe.action_spec
+    probe.close()
+    info = ctx.env_info
+    actor = stochastic_actor(info, action_spec, config.hidden_sizes, config.activation, ctx.device)
+    critic = ValueOperator(
+        mlp(info.observation_dim, 1, config.hidden_sizes, config.activation, ctx.device), in_keys=["observation"]
+    )
+    loss = ClipPPOLoss(
+        actor,
+        critic,
+        clip_epsilon=config.clip_epsilon,
+        entropy_coeff=config.entropy_coef,
+        critic_coeff=config.critic_coef,
+        normalize_advantage=False,  # the trainer's GAE already standardises advantages
+    )
+    optimizer = torch.optim.Adam(loss.parameters(), lr=config.lr)
+    iterations = max(ctx.total_frames // ctx.frames_per_batch, 1)
+    scheduler = (
+        torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1.0, end_factor=1e-3, total_iters=iterations)
+        if config.anneal_lr
+        else None
+    )
+    buffer = ReplayBuffer(
+        storage=LazyTensorStorage(ctx.frames_per_batch, device=ctx.device),
+        sampler=SamplerWithoutReplacement(),
+        batch_size=config.minibatch_size,
+    )
+    trainer = make_trainer(
+        PPOTrainer,
+        ctx,
+        collector=make_collector(ctx, actor),
+        optim_steps_per_batch=max(ctx.frames_per_batch // config.minibatch_size, 1),
+        num_epochs=config.epochs,
+        loss_module=loss,
+        optimizer=optimizer,
+        lr_scheduler=scheduler,
+        replay_buffer=buffer,
+        clip_norm=config.max_grad_norm,
+        gamma=config.gamma,
+        lmbda=config.gae_lambda,
+    )
+    return AlgorithmParts(trainer=trainer, policy=actor, policy_path="loss_module.actor_network")

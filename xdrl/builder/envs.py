@@ -1,0 +1,245 @@
+"""Environments from an :class:`~xdrl.config.schema.EnvConfig`, with the usual transforms."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from tensordict import TensorDictBase
+from torchrl.data import Unbounded
+from torchrl.envs import (
+    Compose,
+    DTypeCastTransform,
+    EnvBase,
+    GymEnv,
+    ObservationNorm,
+    RewardSum,
+    SerialEnv,
+    StepCounter,
+    Transform,
+    TransformedEnv,
+)
+
+from xdrl.config.errors import ConfigError
+from xdrl.config.schema import EnvConfig
+
+OBSERVATION = "observation"
+#: The per-objective reward of a multi-objective env and its running episode sum.
+VECTOR_REWARD = "vector_reward"
+EPISODE_VECTOR_REWARD = "episode_vector_reward"
+
+
+class ScalarizeReward(Transform):
+    """Replace a vector reward by its weighted sum, keeping the vector as ``vector_reward``.
+
+    The loss sees the scalar ``reward``; ``vector_reward`` (an observation-like
+    entry of ``next``) keeps every objective for the hooks.
+
+    Args:
+        weights: one weight per objective.
+    """
+
+    def __init__(self, weights: Sequence[float]) -> None:
+        super().__init__(in_keys=["reward"], out_keys=["reward"])
+        self.register_buffer("weights", torch.as_tensor(list(weights), dtype=torch.float32))
+
+    def _step(self, tensordict: TensorDictBase, next_tensordict: TensorDictBase) -> TensorDictBase:
+        vector = next_tensordict.get("reward").to(torch.float32)
+        next_tensordict.set(VECTOR_REWARD, vector)
+        next_tensordict.set("reward", (vector * self.weights).sum(-1, keepdim=True))
+        return next_tensordict
+
+    def _reset(self, tensordict: TensorDictBase, tensordict_reset: TensorDictBase) -> TensorDictBase:
+        return tensordict_reset
+
+    def transform_reward_spec(self, reward_spec: Any) -> Any:
+        spec = reward_spec["reward"]
+        reward_spec["reward"] = Unbounded(shape=(*spec.shape[:-1], 1), device=spec.device, dtype=torch.float32)
+        return reward_spec
+
+    def transform_observation_spec(self, observation_spec: Any) -> Any:
+        reward_spec = self.parent.full_reward_spec["reward"] if self.parent is not None else None
+        batch = tuple(observation_spec.shape)
+        objectives = len(self.weights)
+        device = reward_spec.device if reward_spec is not None else None
+        observation_spec[VECTOR_REWARD] = Unbounded(shape=(*batch, objectives), device=device, dtype=torch.float32)
+        return observation_spec
+
+
+class EpisodeVectorReturn(Transform):
+    """Running per-objective episode return ``episode_vector_reward`` (reset with the episode)."""
+
+    def __init__(self, objectives: int) -> None:
+        super().__init__(in_keys=[VECTOR_REWARD], out_keys=[EPISODE_VECTOR_REWARD])
+        self.objectives = objectives
+
+    def _reset(self, tensordict: TensorDictBase, tensordict_reset: TensorDictBase) -> TensorDictBase:
+        shape = (*tensordict_reset.batch_size, self.objectives)
+        previous = tensordict.get(EPISODE_VECTOR_REWARD, None) if tensordict is not None else None
+        fresh = torch.zeros(shape, device=tensordict_reset.device)
+        reset = tensordict.get("_reset", None) if tensordict is not None else None
+        if previous is not None and reset is not None:
+            # Partial reset of batched envs: only the envs that start over lose their sum.
+            fresh = torch.where(reset.reshape(*tensordict_reset.batch_size, 1), fresh, previous)
+        tensordict_reset.set(EPISODE_VECTOR_REWARD, fresh)
+        return tensordict_reset
+
+    def _step(self, tensordict: TensorDictBase, next_tensordict: TensorDictBase) -> TensorDictBase:
+        previous = tensordict.get(EPISODE_VECTOR_REWARD, None)
+        vector = next_tensordict.get(VECTOR_REWARD)
+        if previous is None:
+            previous = torch.zeros_like(vector)
+        next_tensordict.set(EPISODE_VECTOR_REWARD, previous + vector)
+        return next_tensordict
+
+    def transform_observation_spec(self, observation_spec: Any) -> Any:
+        batch = tuple(observation_spec.shape)
+        observation_spec[EPISODE_VECTOR_REWARD] = Unbounded(shape=(*batch, self.objectives), dtype=torch.float32)
+        return observation_spec
+
+
+@dataclasses.dataclass(frozen=True)
+class EnvInfo:
+    """What the builder needs to know about an env before building models."""
+
+    env_id: str
+    observation_dim: int
+    discrete: bool
+    num_actions: int | None  # discrete actions
+    action_dim: int | None  # box actions
+    objectives: int  # 1 for ordinary envs
+
+    @property
+    def multi_objective(self) -> bool:
+        return self.objectives > 1
+
+
+def registered_env_ids() -> list[str]:
+    """Every id gymnasium knows, MO-Gymnasium's included."""
+    import gymnasium
+
+    _register_mo_gymnasium()
+    return sorted(gymnasium.registry)
+
+
+@functools.cache
+def _register_mo_gymnasium() -> None:
+    # Importing mo_gymnasium registers its ids in gymnasium's registry.
+    import mo_gymnasium  # noqa: F401
+
+
+def inspect_env(config: EnvConfig) -> EnvInfo:
+    """Check that ``config`` names a usable environment and describe its spaces.
+
+    Raises:
+        ConfigError: unknown id, unsupported spaces, or reward weights that do not
+            match the number of objectives.
+    """
+    import gymnasium
+    from gymnasium import spaces
+
+    ids = registered_env_ids()
+    if config.id not in ids:
+        close = difflib.get_close_matches(config.id, ids, n=3)
+        hint = f" (close: {', '.join(close)})" if close else ""
+        raise ConfigError("env.id", config.id, f"a registered gymnasium or MO-Gymnasium id{hint}")
+    env = gymnasium.make(config.id)
+    try:
+        observation, action = env.observation_space, env.action_space
+        reward_space = getattr(env.unwrapped, "reward_space", None)
+    finally:
+        env.close()
+    if not isinstance(observation, spaces.Box) or len(observation.shape) != 1:
+        raise ConfigError("env.id", config.id, f"an env with vector observations (this one has {observation})")
+    if isinstance(action, spaces.Discrete):
+        discrete, num_actions, action_dim = True, int(action.n), None
+    elif isinstance(action, spaces.Box) and len(action.shape) == 1:
+        discrete, num_actions, action_dim = False, None, int(action.shape[0])
+    else:
+        raise ConfigError("env.id", config.id, f"an env with discrete or 1-D box actions (this one has {action})")
+    objectives = int(reward_space.shape[0]) if reward_space is not None and reward_space.shape else 1
+    weights = config.reward_weights
+    if objectives > 1 and weights is None:
+        raise ConfigError(
+            "env.reward_weights", None, f"{objectives} weights: {config.id} has {objectives} reward objectives"
+        )
+    if weights is not None and len(weights) != objectives:
+        raise ConfigError(
+            "env.reward_weights",
+            list(weights),
+            f"{objectives} weight{'s' if objectives > 1 else ''}: {config.id} has {objectives} reward objective"
+            f"{'s' if objectives > 1 else ''} (null for single-objective envs)",
+        )
+    return EnvInfo(config.id, int(observation.shape[0]), discrete, num_actions, action_dim, objectives)
+
+
+def _base_env(config: EnvConfig, render: bool) -> EnvBase:
+    _register_mo_gymnasium()
+    kwargs: dict[str, Any] = {}
+    if config.max_episode_steps is not None:
+        kwargs["max_episode_steps"] = config.max_episode_steps
+    if render:
+        kwargs["render_mode"] = "rgb_array"
+    return GymEnv(config.id, **kwargs)
+
+
+def make_env(
+    config: EnvConfig,
+    info: EnvInfo,
+    *,
+    seed: int,
+    num_envs: int | None = None,
+    render: bool = False,
+    observation_norm: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> TransformedEnv:
+    """A CPU environment with xdrl's transforms.
+
+    Transforms, in order: float observations; for multi-objective envs the
+    weighted scalar reward (``vector_reward`` kept) and its per-objective episode
+    return; a step counter; the episode return ``episode_reward``; observation
+    normalisation with fixed ``(loc, scale)`` when given.
+
+    Args:
+        config: the env config.
+        info: what :func:`inspect_env` found.
+        seed: environment seed.
+        num_envs: environments stepped together (``config.num_envs`` by default).
+        render: create the env with ``render_mode="rgb_array"`` (single env only).
+        observation_norm: ``(loc, scale)`` for observation normalisation.
+    """
+    num_envs = config.num_envs if num_envs is None else num_envs
+    if num_envs > 1:
+        base: EnvBase = SerialEnv(num_envs, functools.partial(_base_env, config, False))
+    else:
+        base = _base_env(config, render)
+    transforms: list[Transform] = []
+    if base.observation_spec[OBSERVATION].dtype != torch.float32:
+        dtype_in = base.observation_spec[OBSERVATION].dtype
+        transforms.append(DTypeCastTransform(dtype_in, torch.float32, in_keys=[OBSERVATION]))
+    if info.multi_objective:
+        transforms += [ScalarizeReward(config.reward_weights), EpisodeVectorReturn(info.objectives)]
+    transforms += [StepCounter(), RewardSum()]
+    if observation_norm is not None:
+        loc, scale = observation_norm
+        transforms.append(
+            ObservationNorm(loc=loc.clone(), scale=scale.clone(), in_keys=[OBSERVATION], standard_normal=True)
+        )
+    env = TransformedEnv(base, Compose(*transforms))
+    env.set_seed(seed)
+    return env
+
+
+def observation_statistics(
+    config: EnvConfig, info: EnvInfo, *, seed: int, frames: int = 2_000
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and std of observations under a random policy (seeded, so reproducible)."""
+    env = make_env(config, info, seed=seed, num_envs=1)
+    with torch.no_grad():
+        rollout = env.rollout(frames, break_when_any_done=False)
+    env.close()
+    observations = rollout.get(OBSERVATION).reshape(-1, info.observation_dim)
+    return observations.mean(0), observations.std(0).clamp_min(1e-4)

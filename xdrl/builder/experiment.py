@@ -1,0 +1,216 @@
+"""``build(config, device) -> Experiment``: the one build path of ``xdrl train`` and of every Tune trial.
+
+Reads top to bottom like the recipe: environment, algorithm (models, loss,
+collector, TorchRL trainer), then the xdrl hook set in stage order, then the
+loggers. Nothing here knows Ray.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import pathlib
+import random
+import uuid
+from typing import Any
+
+import numpy as np
+import torch
+from torchrl.trainers import Trainer
+
+from xdrl.builder.algorithms import ALGORITHMS, AlgorithmParts, BuildContext
+from xdrl.builder.checkpointing import TrainerCheckpointHook, set_rng_state
+from xdrl.builder.envs import EPISODE_VECTOR_REWARD, VECTOR_REWARD, make_env, observation_statistics
+from xdrl.builder.loggers import (
+    csv_logged_iterations,
+    make_csv_logger,
+    make_wandb_logger,
+    wandb_logged_iterations,
+)
+from xdrl.builder.metrics import MetricsRouter
+from xdrl.config.validation import ValidatedExperiment
+from xdrl.trainer_hooks import (
+    LoggingEvaluationHookSet,
+    LoggingHookSet,
+    PolicyCheckpointHook,
+    WandbFinishHook,
+    WandbFlushHook,
+)
+from xdrl.trainer_hooks._shutdown import ensure_shutdown_on_error
+
+
+@dataclasses.dataclass
+class Experiment:
+    """A built experiment, ready for ``run``."""
+
+    validated: ValidatedExperiment
+    output_dir: pathlib.Path
+    device: torch.device
+    trainer: Trainer
+    parts: AlgorithmParts
+    hooks: LoggingHookSet
+    router: MetricsRouter
+    checkpoints: TrainerCheckpointHook
+    run_id: str
+
+    @property
+    def config(self) -> Any:
+        return self.validated.config
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto``: the first visible CUDA device (Ray restricts visibility to the trial's GPU), else CPU."""
+    if name == "auto":
+        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build(
+    validated: ValidatedExperiment,
+    device: torch.device | str | None = None,
+    *,
+    output_dir: str | pathlib.Path,
+    run_id: str | None = None,
+    progress_bar: bool = False,
+) -> Experiment:
+    """Build the TorchRL trainer with the full xdrl hook set.
+
+    Args:
+        validated: a config that passed :func:`xdrl.config.validate`.
+        device: where models train (default: ``resources.device``).
+        output_dir: where checkpoints, policies, metrics and W&B files go.
+        run_id: the W&B run id (default: ``logger.run_id``, else a new one).
+        progress_bar: show TorchRL's progress bar.
+    """
+    config, info = validated.config, validated.env_info
+    output_dir = pathlib.Path(output_dir)
+    device = resolve_device(config.resources.device) if device is None else torch.device(device)
+    if config.resources.num_threads:
+        torch.set_num_threads(config.resources.num_threads)
+    seed_everything(config.seed)
+    run_id = run_id or config.logger.run_id or uuid.uuid4().hex[:12]
+
+    # Environment ------------------------------------------------------------------
+    norm = observation_statistics(config.env, info, seed=config.seed) if config.env.normalize_observations else None
+    train_env = functools.partial(make_env, config.env, info, seed=config.seed, observation_norm=norm)
+    eval_env = (
+        make_env(
+            config.env,
+            info,
+            seed=config.seed + 10_000,
+            num_envs=1,
+            render=config.hooks.eval.video,
+            observation_norm=norm,
+        )
+        if config.hooks.eval.interval_frames
+        else None
+    )
+
+    # Metrics: every metric goes through the router to the configured loggers ---------
+    loggers: dict[str, Any] = {}
+    if config.logger.backend == "wandb":
+        loggers["wandb"] = make_wandb_logger(config, output_dir, run_id)
+    elif config.logger.backend == "csv":
+        loggers["csv"] = make_csv_logger(config, output_dir)
+    router = MetricsRouter(output_dir / "metrics.jsonl", loggers)
+
+    # Algorithm: models, loss, collector, TorchRL trainer ------------------------------
+    algorithm = ALGORITHMS[validated.algo.name]
+    parts = algorithm.build(
+        validated.algo,
+        BuildContext(
+            env_info=info,
+            make_env=train_env,
+            device=device,
+            seed=config.seed,
+            total_frames=config.collector.total_frames,
+            frames_per_batch=config.collector.frames_per_batch,
+            init_random_frames=config.collector.init_random_frames if algorithm.off_policy else 0,
+            logger=router,
+            progress_bar=progress_bar,
+        ),
+    )
+    trainer = parts.trainer
+    ensure_shutdown_on_error(trainer)
+
+    # Hooks, in stage order -----------------------------------------------------------
+    router.register(trainer)  # first batch_process op: the iteration starts
+    hooks_config = config.hooks
+    multi_objective = info.multi_objective
+    eval_set = None
+    if eval_env is not None:
+        eval_set = LoggingEvaluationHookSet(
+            policy=parts.policy,
+            environment=eval_env,
+            group=hooks_config.group,
+            interval_frames=hooks_config.eval.interval_frames,
+            max_steps=hooks_config.eval.max_steps,
+            deterministic=hooks_config.eval.deterministic,
+            non_deterministic=hooks_config.eval.non_deterministic,
+            render=hooks_config.eval.video,
+            video_fps=hooks_config.eval.video_fps,
+            reward_key=("next", "reward"),  # the scalarized reward of a multi-objective env
+            reduce_stats=hooks_config.reduce_stats,
+        )
+    hooks = LoggingHookSet(
+        group=hooks_config.group,
+        frame_skip=1,
+        reward_key=("next", VECTOR_REWARD if multi_objective else "reward"),
+        episode_reward_key=("next", EPISODE_VECTOR_REWARD if multi_objective else "episode_reward"),
+        episode_reward_weights=config.env.reward_weights if multi_objective else None,
+        reduce_stats=hooks_config.reduce_stats,
+        eval_hook_set=eval_set,
+    )
+    hooks.register(trainer)
+    PolicyCheckpointHook(
+        directory=output_dir / "policies",
+        interval=hooks_config.policy_checkpoint.interval,
+        policy_path=hooks_config.policy_checkpoint.policy_path or parts.policy_path,
+        prefix=hooks_config.policy_checkpoint.prefix,
+        meta={"experiment": config.name, "algo": validated.algo.name, "env": config.env.id, "seed": config.seed},
+    ).register(trainer)
+    trainer.register_op("post_steps_log", router.end_iteration)  # metrics.jsonl row of the iteration
+    if "wandb" in loggers:
+        WandbFlushHook().register(trainer)  # ... and its W&B row
+    checkpoints = TrainerCheckpointHook(
+        output_dir / "checkpoints",
+        interval=config.checkpoint.interval,
+        keep=config.checkpoint.keep,
+        extra_state=parts.extra_state,
+        iteration=lambda: router.iteration,
+    )
+    checkpoints.register(trainer)  # after the metrics: a checkpoint covers only published iterations
+    if "wandb" in loggers:
+        WandbFinishHook().register(trainer)
+    return Experiment(validated, output_dir, device, trainer, parts, hooks, router, checkpoints, run_id)
+
+
+def restore(experiment: Experiment, payload: dict[str, Any] | None) -> int:
+    """Continue an experiment: load a checkpoint payload (``None``: start over) and level the metric sinks.
+
+    Every metric sink is brought level with ``metrics.jsonl`` (see
+    :meth:`MetricsRouter.catch_up`), so that after the resume each holds every
+    iteration exactly once. Returns the iteration training continues after.
+    """
+    iteration = 0
+    if payload is not None:
+        experiment.trainer.load_state_dict(payload["trainer"])
+        experiment.parts.load_extra_state(payload["extra"])
+        set_rng_state(payload["rng"])
+        iteration = int(payload["iteration"])
+        experiment.checkpoints.last_saved_iteration = iteration
+    router = experiment.router
+    router.prepare_resume(iteration)
+    for name, logger in router.named_loggers.items():
+        if name == "wandb":
+            held = wandb_logged_iterations(experiment.output_dir, experiment.run_id, logger)
+        else:
+            held = csv_logged_iterations(experiment.output_dir)
+        router.catch_up(name, held)
+    return iteration

@@ -1,0 +1,230 @@
+"""Typed experiment configuration.
+
+The YAML files in ``configs/`` hold every default; these dataclasses hold the
+types and the checks, and have no defaults of their own (one place for
+defaults). :func:`from_mapping` turns a composed Hydra config into them and
+reports the first bad key as a :class:`~xdrl.config.errors.ConfigError`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from xdrl.config.errors import ConfigError
+
+
+@dataclasses.dataclass
+class EnvConfig:
+    """The environment: any installed gymnasium or MO-Gymnasium id."""
+
+    id: str
+    #: One weight per objective of a multi-objective env (its reward is their weighted sum).
+    reward_weights: list[float] | None
+    #: Running mean/std normalisation of vector observations.
+    normalize_observations: bool
+    #: Episode cap (``None``: the env's own time limit).
+    max_episode_steps: int | None
+    #: Environments stepped together by the collector.
+    num_envs: int
+
+
+@dataclasses.dataclass
+class CollectorConfig:
+    """How much data, in what portions."""
+
+    total_frames: int
+    frames_per_batch: int
+    #: Frames collected with a random policy before training starts (off-policy).
+    init_random_frames: int
+
+
+@dataclasses.dataclass
+class EvalConfig:
+    """Periodic evaluation rollouts."""
+
+    interval_frames: int
+    max_steps: int
+    deterministic: bool
+    non_deterministic: bool
+    video: bool
+    video_fps: int
+
+
+@dataclasses.dataclass
+class PolicyCheckpointConfig:
+    """Policy weights saved for offline analysis."""
+
+    #: Iterations between two policy files (0: none).
+    interval: int
+    prefix: str
+    #: Dotted path of the module on the trainer, such as ``loss_module.actor_network``
+    #: (``null``: the algorithm's policy).
+    policy_path: str | None
+
+
+@dataclasses.dataclass
+class HooksConfig:
+    """The xdrl hook set."""
+
+    group: str
+    reduce_stats: bool | None
+    eval: EvalConfig
+    policy_checkpoint: PolicyCheckpointConfig
+
+
+@dataclasses.dataclass
+class CheckpointConfig:
+    """Full trainer checkpoints (what ``--resume`` loads)."""
+
+    #: Iterations between two trainer checkpoints.
+    interval: int
+    #: Newest checkpoints kept on disk.
+    keep: int
+
+
+@dataclasses.dataclass
+class LoggerConfig:
+    """Where metrics go besides ``metrics.jsonl`` (always written)."""
+
+    backend: Literal["wandb", "csv", "none"]
+    #: ``auto``: online when a W&B API key is configured, offline otherwise.
+    mode: Literal["auto", "online", "offline"]
+    project: str
+    group: str | None
+    run_name: str | None
+    run_id: str | None
+
+
+@dataclasses.dataclass
+class ResourcesConfig:
+    """Where the trainer runs."""
+
+    #: ``auto`` (the GPU assigned to this process, else CPU), ``cpu``, ``cuda`` or ``cuda:N``.
+    device: str
+    gpus_per_trial: float
+    cpus_per_trial: float
+    #: torch intra-op threads (0: leave torch's default).
+    num_threads: int
+
+
+@dataclasses.dataclass
+class ExperimentConfig:
+    """One experiment: what ``xdrl train`` runs and what a Tune trial runs."""
+
+    name: str
+    seed: int
+    output_dir: str
+    env: EnvConfig
+    #: Validated against the algorithm registry (``algo.name`` picks the schema).
+    algo: dict[str, Any]
+    collector: CollectorConfig
+    hooks: HooksConfig
+    checkpoint: CheckpointConfig
+    logger: LoggerConfig
+    resources: ResourcesConfig
+    #: The Ray Tune search (``null`` for plain training).
+    search: dict[str, Any] | None
+
+
+def _describe(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (types.UnionType, typing.Union):
+        return " or ".join(_describe(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"a list of {_describe(typing.get_args(tp)[0])}"
+    if origin is dict:
+        return "a mapping"
+    if tp is type(None):
+        return "null"
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(tp, str(tp))
+
+
+def _convert(tp: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return from_mapping(tp, value, key)
+    if origin in (types.UnionType, typing.Union):
+        for option in typing.get_args(tp):
+            try:
+                return _convert(option, value, key)
+            except ConfigError:
+                continue
+        raise ConfigError(key, value, _describe(tp))
+    if origin is Literal:
+        if value in typing.get_args(tp):
+            return value
+        raise ConfigError(key, value, _describe(tp))
+    if origin is list:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(key, value, _describe(tp))
+        (item_type,) = typing.get_args(tp)
+        return [_convert(item_type, item, f"{key}[{i}]") for i, item in enumerate(value)]
+    if origin is dict or tp is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(key, value, "a mapping")
+        return dict(value)
+    if tp is type(None):
+        if value is None:
+            return None
+        raise ConfigError(key, value, "null")
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    raise ConfigError(key, value, _describe(tp))
+
+
+def from_mapping(cls: type, data: Any, prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from ``data``, checking keys and types.
+
+    Raises:
+        ConfigError: for an unknown key (with the accepted keys), a missing key or
+            a value of the wrong type; the key is the full dotted path.
+
+    Examples:
+        >>> from_mapping(CheckpointConfig, {"interval": 5, "keep": 2}, "checkpoint")
+        CheckpointConfig(interval=5, keep=2)
+        >>> from_mapping(CheckpointConfig, {"interval": 5, "kept": 2}, "checkpoint")
+        Traceback (most recent call last):
+        ...
+        xdrl.config.errors.ConfigError: checkpoint.kept=2 is not accepted: expected one of the keys interval, keep
+    """
+    if not isinstance(data, Mapping):
+        raise ConfigError(prefix or cls.__name__, data, f"a mapping with keys {', '.join(_field_names(cls))}")
+    hints = typing.get_type_hints(cls)
+    names = _field_names(cls)
+    dotted = (lambda name: f"{prefix}.{name}") if prefix else (lambda name: name)
+    for name in data:
+        if name not in names:
+            raise ConfigError(dotted(name), data[name], f"one of the keys {', '.join(names)}")
+    values = {}
+    for name in names:
+        if name not in data:
+            raise ConfigError(dotted(name), "<missing>", f"a value ({_describe(hints[name])})")
+        values[name] = _convert(hints[name], data[name], dotted(name))
+    return cls(**values)
+
+
+def _field_names(cls: type) -> list[str]:
+    return [field.name for field in dataclasses.fields(cls)]
+
+
+def to_dict(config: Any) -> Any:
+    """A dataclass config back to plain dicts and lists (for YAML and W&B)."""
+    return dataclasses.asdict(config) if dataclasses.is_dataclass(config) else config

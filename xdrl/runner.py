@@ -1,0 +1,142 @@
+"""``xdrl train``: one experiment in this process, with checkpoints, resume and clean stops."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import pathlib
+import signal
+import uuid
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import yaml
+
+from xdrl.config import ConfigError, ValidatedExperiment, compose_config, validate
+from xdrl.config.schema import to_dict
+
+_log = logging.getLogger(__name__)
+CONFIG_FILE = "config.yaml"
+
+
+@dataclasses.dataclass
+class RunResult:
+    """What a finished (or stopped) run leaves behind."""
+
+    output_dir: pathlib.Path
+    iterations: int
+    frames: int
+    last_metrics: dict[str, Any]
+    resumed_from: pathlib.Path | None
+    stopped_early: bool
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Apply ``key=value`` overrides (YAML values) to a stored config, as Hydra would."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    config = OmegaConf.create(raw)
+    for override in overrides:
+        key, sep, value = override.partition("=")
+        if not sep:
+            raise ConfigError("override", override, "key=value")
+        if OmegaConf.select(config, key, default="<missing>") == "<missing>":
+            raise ConfigError(key, value, "an existing key of the stored config")
+        try:
+            OmegaConf.update(config, key, yaml.safe_load(value), merge=False)
+        except OmegaConfBaseException as error:
+            raise ConfigError(key, value, str(error).splitlines()[0]) from error
+    return OmegaConf.to_container(config, resolve=True)
+
+
+def load_run_config(directory: pathlib.Path, overrides: Sequence[str] = ()) -> ValidatedExperiment:
+    """The config stored in a run directory (plus overrides such as a longer budget), validated."""
+    path = directory / CONFIG_FILE
+    if not path.is_file():
+        raise ConfigError("--resume", str(directory), f"a run directory of xdrl train (with {CONFIG_FILE})")
+    raw = yaml.safe_load(path.read_text())
+    return validate(apply_overrides(raw, overrides))
+
+
+def prepare_new_run(overrides: Sequence[str]) -> tuple[ValidatedExperiment, pathlib.Path]:
+    """Compose and validate a config, create its output directory and store the resolved config."""
+    validated = validate(compose_config(overrides))
+    config = validated.config
+    output_dir = pathlib.Path(config.output_dir).resolve()
+    if (output_dir / CONFIG_FILE).exists():
+        raise ConfigError(
+            "output_dir", str(output_dir), f"a new directory (to continue this run: xdrl train --resume {output_dir})"
+        )
+    if config.logger.run_id is None:
+        config.logger.run_id = uuid.uuid4().hex[:12]  # stored, so --resume continues the same W&B run
+    output_dir.mkdir(parents=True, exist_ok=True)
+    from xdrl.builder.checkpointing import atomic_write_text
+
+    atomic_write_text(output_dir / CONFIG_FILE, yaml.safe_dump(to_dict(config), sort_keys=False))
+    return validated, output_dir
+
+
+@contextlib.contextmanager
+def stop_on_signals(request_stop: Any) -> Iterator[None]:
+    """First SIGINT/SIGTERM: finish the iteration, checkpoint, stop. A second SIGINT interrupts at once."""
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def handler(signum: int, _frame: Any) -> None:
+        _log.warning("%s received: stopping after this iteration (checkpoint first)", signal.Signals(signum).name)
+        request_stop()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    for sig in previous:
+        signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def train(
+    validated: ValidatedExperiment, output_dir: pathlib.Path, *, resume: bool, progress_bar: bool = True
+) -> RunResult:
+    """Build the experiment in ``output_dir`` and train it, from its newest checkpoint when ``resume``."""
+    from xdrl.builder.checkpointing import load_latest
+    from xdrl.builder.experiment import build, restore
+
+    experiment = build(validated, output_dir=output_dir, progress_bar=progress_bar)
+    resumed_from = None
+    if resume:
+        found = load_latest(output_dir / "checkpoints")
+        payload = None
+        if found is None:
+            _log.warning("no usable checkpoint in %s: starting from the beginning", output_dir / "checkpoints")
+        else:
+            payload, resumed_from = found
+        restore(experiment, payload)
+    trainer = experiment.trainer
+    with stop_on_signals(experiment.checkpoints.request_stop):
+        if trainer.collected_frames < trainer.total_frames:
+            trainer.train()
+    return RunResult(
+        output_dir=output_dir,
+        iterations=experiment.router.iteration,
+        frames=int(trainer.collected_frames),
+        last_metrics=dict(experiment.router.last_row or {}),
+        resumed_from=resumed_from,
+        stopped_early=experiment.checkpoints.stop_requested,
+    )
+
+
+def summary(result: RunResult) -> str:
+    """A few lines for the terminal."""
+    metrics = result.last_metrics
+    lines = [f"run directory: {result.output_dir}", f"iterations: {result.iterations}  frames: {result.frames}"]
+    if result.resumed_from:
+        lines.append(f"resumed from: {result.resumed_from}")
+    for key in ("eval/deterministic/reward/episode_reward_mean", "collection/reward/episode_reward_mean"):
+        if key in metrics:
+            lines.append(f"{key}: {metrics[key]:.2f}")
+    if result.stopped_early:
+        lines.append(f"stopped early; continue with: xdrl train --resume {result.output_dir}")
+    return "\n".join(lines)
