@@ -18,7 +18,7 @@ $(BIN)/xdrl: pyproject.toml
 install: $(BIN)/xdrl
 
 run: $(BIN)/xdrl
-	$(BIN)/xdrl demo --out runs/demo
+	$(BIN)/xdrl train experiment=cartpole_ppo
 
 test: $(BIN)/xdrl
 	$(BIN)/python -m pytest -q

@@ -27,6 +27,8 @@ def _quiet_third_parties() -> None:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", message=".*experimental/prototype.*")
     os.environ.setdefault("WANDB_SILENT", "true")
+    os.environ.setdefault("RL_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("RL_WARNINGS", "False")
     logging.getLogger("torchrl").setLevel(logging.WARNING)
 
 

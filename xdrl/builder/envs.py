@@ -54,6 +54,9 @@ class ScalarizeReward(Transform):
         return next_tensordict
 
     def _reset(self, tensordict: TensorDictBase, tensordict_reset: TensorDictBase) -> TensorDictBase:
+        # Every observation entry must exist after a reset too (collectors preallocate from the specs).
+        shape = (*tensordict_reset.batch_size, len(self.weights))
+        tensordict_reset.set(VECTOR_REWARD, torch.zeros(shape, device=tensordict_reset.device))
         return tensordict_reset
 
     def transform_reward_spec(self, reward_spec: Any) -> Any:
@@ -238,7 +241,9 @@ def observation_statistics(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and std of observations under a random policy (seeded, so reproducible)."""
     env = make_env(config, info, seed=seed, num_envs=1)
-    with torch.no_grad():
+    # The random actions come from torch's generator: seed it here, without disturbing the caller's.
+    with torch.no_grad(), torch.random.fork_rng():
+        torch.manual_seed(seed)
         rollout = env.rollout(frames, break_when_any_done=False)
     env.close()
     observations = rollout.get(OBSERVATION).reshape(-1, info.observation_dim)

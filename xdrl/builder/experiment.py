@@ -214,3 +214,24 @@ def restore(experiment: Experiment, payload: dict[str, Any] | None) -> int:
             held = csv_logged_iterations(experiment.output_dir)
         router.catch_up(name, held)
     return iteration
+
+
+def evaluate(experiment: Experiment, episodes: int, *, seed_offset: int = 20_000) -> list[float]:
+    """Returns of ``episodes`` deterministic episodes of the trained policy on a fresh environment."""
+    from torchrl.envs.utils import ExplorationType, set_exploration_type
+
+    config, info = experiment.config, experiment.validated.env_info
+    norm = None
+    if config.env.normalize_observations:
+        norm = observation_statistics(config.env, info, seed=config.seed)
+    returns = []
+    policy = experiment.parts.policy
+    env = make_env(config.env, info, seed=config.seed + seed_offset, num_envs=1, observation_norm=norm)
+    try:
+        with torch.no_grad(), set_exploration_type(ExplorationType.DETERMINISTIC):
+            for _ in range(episodes):
+                rollout = env.rollout(100_000, policy=policy, auto_cast_to_device=True)
+                returns.append(float(rollout["next", "reward"].sum()))
+    finally:
+        env.close()
+    return returns

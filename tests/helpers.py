@@ -1,0 +1,53 @@
+"""Shared test plumbing: tiny budgets for the presets and running the real CLI."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import subprocess
+import sys
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+#: Overrides that shrink each preset to a few seconds of training.
+TINY = {
+    "cartpole_ppo": ["collector.total_frames=512", "hooks.eval.interval_frames=256", "hooks.eval.max_steps=50"],
+    "cartpole_dqn": [
+        "collector.total_frames=768",
+        "collector.init_random_frames=256",
+        "algo.optim_steps_per_batch=8",
+        "hooks.eval.interval_frames=256",
+        "hooks.eval.max_steps=50",
+    ],
+    "pendulum_sac": [
+        "collector.total_frames=600",
+        "collector.init_random_frames=200",
+        "algo.optim_steps_per_batch=10",
+        "algo.batch_size=64",
+        "hooks.eval.interval_frames=200",
+        "hooks.eval.max_steps=50",
+    ],
+    "deep_sea_treasure_ppo": [
+        "collector.total_frames=1024",
+        "hooks.eval.interval_frames=512",
+        "hooks.eval.max_steps=50",
+        "algo.epochs=2",
+    ],
+}
+
+
+def tiny(preset: str, *extra: str) -> list[str]:
+    return [f"experiment={preset}", *TINY[preset], "hooks.policy_checkpoint.interval=1", *extra]
+
+
+def xdrl_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "xdrl.cli", *args]
+
+
+def run_xdrl(*args: str, timeout: float = 300, check: bool = False) -> subprocess.CompletedProcess:
+    """Run the real ``xdrl`` CLI in a subprocess (offline W&B, loopback Ray)."""
+    env = {**os.environ, "WANDB_MODE": "offline", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    result = subprocess.run(xdrl_command(*args), capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO)
+    if check and result.returncode != 0:
+        raise AssertionError(f"xdrl {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
