@@ -2,6 +2,8 @@
 
     xdrl train experiment=cartpole_ppo algo.lr=1e-3       one run in this process
     xdrl train --resume runs/cartpole_ppo/20261125-101010  continue it from its newest checkpoint
+    xdrl tune experiment=cartpole_ppo search=optuna        a Ray Tune search (local Ray, or RAY_ADDRESS)
+    xdrl tune --resume runs/tune/cartpole_ppo-20261125-1010 restore an interrupted search
     xdrl demo                                               PPO on CartPole with the hook set, no config
 
 Bad configuration prints one line naming the key, the value and what is accepted,
@@ -47,6 +49,19 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tune(args: argparse.Namespace) -> int:
+    from xdrl.distributed import tuner
+
+    if args.resume:
+        plan = tuner.plan_from_directory(pathlib.Path(args.resume).resolve())
+    else:
+        plan = tuner.plan(args.overrides)
+    print(f"experiment directory: {plan.experiment_dir}", flush=True)
+    results = tuner.run(plan, resume=bool(args.resume))
+    print(tuner.best_summary(results, plan))
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from torchrl.record.loggers.wandb import WandbLogger
 
@@ -89,6 +104,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its newest complete checkpoint")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.set_defaults(func=_train)
+
+    tune = commands.add_parser("tune", help="a Ray Tune search; every trial is a full training run")
+    tune.add_argument(
+        "overrides", nargs="*", help="Hydra overrides: experiment=cartpole_ppo search=optuna search.num_samples=8"
+    )
+    tune.add_argument("--resume", metavar="DIR", help="restore the interrupted experiment in DIR")
+    tune.set_defaults(func=_tune)
 
     demo = commands.add_parser("demo", help="train PPO on CartPole-v1 with the full xdrl hook set (no config)")
     demo.add_argument("--frames", type=int, default=20_480, help="frames to collect (default: %(default)s)")

@@ -112,6 +112,49 @@ class ResourcesConfig:
 
 
 @dataclasses.dataclass
+class AshaConfig:
+    """ASHA's rungs, in trainer iterations."""
+
+    grace_period: int
+    reduction_factor: float
+    #: null: every iteration of the run.
+    max_t: int | None
+
+
+@dataclasses.dataclass
+class StudyConfig:
+    """Where Optuna keeps its study."""
+
+    #: An Optuna RDB URL; null: sqlite file ``optuna.db`` in the experiment directory.
+    storage: str | None
+    #: null: the experiment name.
+    name: str | None
+
+
+@dataclasses.dataclass
+class SearchConfig:
+    """A Ray Tune search over an experiment (``configs/search/``)."""
+
+    searcher: Literal["optuna", "random", "grid"]
+    scheduler: Literal["asha", "none"]
+    #: Nested mapping whose leaves (mappings with a ``type``) are distributions; the path is the config key.
+    space: dict[str, Any]
+    #: Candidate spaces per algorithm (``space`` usually points at one).
+    spaces: dict[str, Any]
+    num_samples: int
+    max_concurrent_trials: int
+    metric: str | list[str]
+    mode: Literal["min", "max"] | list[Literal["min", "max"]]
+    scheduler_metric: str | None
+    seed: int
+    asha: AshaConfig
+    study: StudyConfig
+    storage_path: str
+    experiment_name: str | None
+    max_failures: int
+
+
+@dataclasses.dataclass
 class ExperimentConfig:
     """One experiment: what ``xdrl train`` runs and what a Tune trial runs."""
 

@@ -134,6 +134,32 @@ def stats(name: str, values: torch.Tensor, reduce_stats: bool | None) -> dict[st
     }
 
 
+def stat_names(name: str, reduce_stats: bool | None) -> list[str]:
+    """Every key :func:`stats` may produce for ``name`` (both forms when ``reduce_stats`` is ``None``).
+
+    Examples:
+        >>> stat_names("x", True)
+        ['x_min', 'x_mean', 'x_max']
+    """
+    reduced = [f"{name}_min", f"{name}_mean", f"{name}_max"]
+    return [name] if reduce_stats is False else reduced if reduce_stats else [name, *reduced]
+
+
+def reward_metric_names(
+    prefix: str, name: str, *, group: str | None, objectives: int, scalar: bool, reduce_stats: bool | None
+) -> list[str]:
+    """Every key :func:`reward_metrics` may produce (see there for the layout)."""
+    names = []
+    if scalar:
+        names += stat_names(f"{prefix}/reward/{name}", reduce_stats)
+        if group is not None:
+            names += stat_names(f"{prefix}/{group}/reward/{name}", reduce_stats)
+    if objectives > 1:
+        for index in range(objectives):
+            names += stat_names(f"{prefix}/reward/objective_{index}/{name}", reduce_stats)
+    return names
+
+
 def reward_metrics(
     prefix: str,
     name: str,

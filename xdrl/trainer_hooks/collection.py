@@ -8,7 +8,7 @@ from typing import Any
 from tensordict import TensorDictBase
 from torchrl.trainers.trainers import Trainer, TrainerHookBase
 
-from xdrl.trainer_hooks._metrics import flatten_batch, get_key, key_in_group, reward_metrics
+from xdrl.trainer_hooks._metrics import flatten_batch, get_key, key_in_group, reward_metric_names, reward_metrics
 
 
 class LoggingCollectionMetricsHook(TrainerHookBase):
@@ -113,6 +113,16 @@ class LoggingCollectionMetricsHook(TrainerHookBase):
             episode_reward = flatten_batch(batch, get_key(batch, episode_key, owner, hint))
             metrics.update(reward_metrics("collection", "episode_reward", episode_reward[done], **common))
         return metrics
+
+    def metric_names(self, objectives: int = 1) -> list[str]:
+        """Every key this hook may return, for a reward with ``objectives`` objectives."""
+        group = self.group if key_in_group(self._reward_key, self.group) else None
+        names = ["collection/done_rate"]
+        for name in ("reward", "episode_reward"):
+            names += reward_metric_names(
+                "collection", name, group=group, objectives=objectives, scalar=True, reduce_stats=self.reduce_stats
+            )
+        return names
 
     def state_dict(self) -> dict[str, Any]:
         # Stateless: every batch is summarised on its own.

@@ -55,6 +55,11 @@ class LoggingCountersHook(TrainerHookBase):
             "counters/iter": self.iteration,
         }
 
+    @staticmethod
+    def metric_names() -> list[str]:
+        """Every key this hook returns."""
+        return ["counters/current_frames", "counters/total_frames", "counters/iter"]
+
     def state_dict(self) -> dict[str, Any]:
         return {"total_frames": self.total_frames, "iteration": self.iteration}
 

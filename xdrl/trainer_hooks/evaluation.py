@@ -11,7 +11,7 @@ from tensordict import TensorDictBase
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 from torchrl.trainers.trainers import Trainer, TrainerHookBase
 
-from xdrl.trainer_hooks._metrics import get_key, key_in_group, reward_metrics, stats
+from xdrl.trainer_hooks._metrics import get_key, key_in_group, reward_metric_names, reward_metrics, stat_names, stats
 
 
 def _first_episode_mask(done: torch.Tensor) -> torch.Tensor:
@@ -194,6 +194,20 @@ class LoggingEvaluationMetricsHook(TrainerHookBase):
             self._log_video(f"{prefix}/video", frames, step)
         return metrics
 
+    def metric_names(self, objectives: int = 1) -> list[str]:
+        """Every key :meth:`evaluate` may return, for a reward with ``objectives`` objectives."""
+        prefix = f"eval/{self.metric_subgroup}"
+        group = self.group if key_in_group(self._reward_key, self.group) else None
+        names = reward_metric_names(
+            prefix,
+            "episode_reward",
+            group=group,
+            objectives=objectives,
+            scalar=objectives == 1,
+            reduce_stats=self.reduce_stats,
+        )
+        return names + stat_names(f"{prefix}/episode_length", self.reduce_stats) + [f"timers/{prefix}/evaluation_time"]
+
     def _render_frame(self) -> np.ndarray:
         frame = self.environment.render(**self.render_kwargs)
         if frame is None:
@@ -307,6 +321,10 @@ class LoggingEvaluationHookSet:
         for hook in self.hooks:
             metrics.update(hook(batch))
         return metrics
+
+    def metric_names(self, objectives: int = 1) -> list[str]:
+        """Every key the variants may return."""
+        return [name for hook in self.hooks for name in hook.metric_names(objectives)]
 
     def attach(self, trainer: Trainer) -> None:
         """Let every variant read the trainer's frames and logger (no registration)."""

@@ -109,6 +109,22 @@ class LoggingHookSet(TrainerHookBase):
             "timers/total_time": self._total_time,
         }
 
+    def metric_names(self, loss_keys: list[str], objectives: int = 1, eval_objectives: int = 1) -> list[str]:
+        """Every metric key the set may produce: its metric schema, known before training.
+
+        Args:
+            loss_keys: keys of the averaged loss TensorDict the trainer passes on.
+            objectives: objectives of the reward the collection hook reads.
+            eval_objectives: objectives of the reward the evaluation hooks read.
+        """
+        names = self.collection_hook.metric_names(objectives)
+        names += self.counters_hook.metric_names()
+        names += self.training_hook.metric_names(loss_keys)
+        if self.eval_hook_set is not None:
+            names += self.eval_hook_set.metric_names(eval_objectives)
+        names += ["timers/collection_time", "timers/training_time", "timers/iteration_time", "timers/total_time"]
+        return names + self.progress_hook.metric_names()
+
     def state_dict(self) -> dict[str, Any]:
         return {
             "collection": self.collection_hook.state_dict(),

@@ -44,6 +44,11 @@ class LoggingProgressHook(TrainerHookBase):
         metrics["log_pbar"] = True
         return metrics
 
+    @staticmethod
+    def metric_names() -> list[str]:
+        """Every key this hook returns."""
+        return ["progress/frames_fraction", "progress/frames_per_second"]
+
     def state_dict(self) -> dict[str, Any]:
         return {}
 

@@ -43,6 +43,10 @@ class LoggingTrainingMetricsHook(TrainerHookBase):
         metrics["train/optim_steps"] = int(optim_steps)
         return metrics
 
+    def metric_names(self, loss_keys: list[str]) -> list[str]:
+        """Every key this hook returns when the averaged losses hold ``loss_keys``."""
+        return [f"train/{self.group}/{key}" for key in loss_keys] + ["train/optim_steps"]
+
     def state_dict(self) -> dict[str, Any]:
         return {}
 

@@ -1,0 +1,230 @@
+"""The ``search`` config group as Ray Tune objects: space, searcher, scheduler, and the pre-flight checks."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import pathlib
+from collections.abc import Iterator
+from typing import Any
+
+from xdrl.config.errors import ConfigError
+from xdrl.config.schema import SearchConfig, from_mapping
+
+DISTRIBUTIONS = ("uniform", "loguniform", "int", "choice")
+
+
+@dataclasses.dataclass(frozen=True)
+class Dimension:
+    """One searched config key and its distribution."""
+
+    key: str
+    type: str
+    low: float | None = None
+    high: float | None = None
+    values: tuple[Any, ...] = ()
+
+    def corners(self) -> list[Any]:
+        """Values at the edges of the distribution (all values of a choice)."""
+        if self.type == "choice":
+            return list(self.values)
+        return [int(self.low), int(self.high)] if self.type == "int" else [self.low, self.high]
+
+
+def _leaves(space: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    if isinstance(space, dict) and "type" not in space:
+        for name, value in space.items():
+            yield from _leaves(value, f"{prefix}.{name}" if prefix else str(name))
+    else:
+        yield prefix, space
+
+
+def parse_dimensions(space: dict[str, Any]) -> list[Dimension]:
+    """The leaves of a nested space mapping, checked.
+
+    Raises:
+        ConfigError: a malformed distribution, named by its ``search.space.<key>``.
+    """
+    dimensions = []
+    for key, spec in _leaves(space):
+        where = f"search.space.{key}"
+        if not isinstance(spec, dict) or spec.get("type") not in DISTRIBUTIONS:
+            raise ConfigError(where, spec, "{type: uniform|loguniform|int|choice, ...}")
+        kind = spec["type"]
+        if kind == "choice":
+            values = spec.get("values")
+            if set(spec) != {"type", "values"} or not isinstance(values, list) or not values:
+                raise ConfigError(where, spec, "{type: choice, values: [a non-empty list]}")
+            dimensions.append(Dimension(key, kind, values=tuple(values)))
+            continue
+        low, high = spec.get("low"), spec.get("high")
+        numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (low, high))
+        if set(spec) != {"type", "low", "high"} or not numbers or not low < high:
+            raise ConfigError(where, spec, f"{{type: {kind}, low: a number, high: a larger number}}")
+        if kind == "loguniform" and low <= 0:
+            raise ConfigError(where, spec, "a positive low bound for loguniform")
+        if kind == "int" and not (float(low).is_integer() and float(high).is_integer()):
+            raise ConfigError(where, spec, "integer bounds for int")
+        dimensions.append(Dimension(key, kind, float(low), float(high)))
+    if not dimensions:
+        raise ConfigError("search.space", space, "at least one dimension")
+    return dimensions
+
+
+def get_dotted(raw: dict[str, Any], key: str) -> Any:
+    node: Any = raw
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise KeyError(key)
+        node = node[part]
+    return node
+
+
+def leaf_keys(raw: dict[str, Any], prefix: str = "") -> list[str]:
+    """Every dotted key of a nested config that holds a value (not a mapping)."""
+    keys = []
+    for name, value in raw.items():
+        key = f"{prefix}.{name}" if prefix else name
+        keys.extend(leaf_keys(value, key) if isinstance(value, dict) else [key])
+    return keys
+
+
+def with_values(raw: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a nested config with dotted ``values`` set (the keys must exist)."""
+    merged = copy.deepcopy(raw)
+    for key, value in values.items():
+        *parents, last = key.split(".")
+        node = merged
+        for part in parents:
+            node = node[part]
+        if last not in node:
+            raise KeyError(key)
+        node[last] = value
+    return merged
+
+
+def parse_search(raw: dict[str, Any]) -> SearchConfig:
+    """The typed ``search`` section, with its own consistency checks.
+
+    Raises:
+        ConfigError: missing search, wrong types, or inconsistent metric/mode/scheduler settings.
+    """
+    if raw.get("search") is None:
+        raise ConfigError("search", None, "a search config for xdrl tune, for example search=optuna")
+    search = from_mapping(SearchConfig, raw["search"], "search")
+    for name in ("num_samples", "max_concurrent_trials"):
+        if getattr(search, name) <= 0:
+            raise ConfigError(f"search.{name}", getattr(search, name), "a positive number")
+    if search.max_failures < 0:
+        raise ConfigError("search.max_failures", search.max_failures, "0 or more")
+    if search.asha.grace_period <= 0 or search.asha.reduction_factor <= 1:
+        raise ConfigError("search.asha", dataclasses.asdict(search.asha), "grace_period >= 1 and reduction_factor > 1")
+    metrics = search.metric if isinstance(search.metric, list) else [search.metric]
+    modes = search.mode if isinstance(search.mode, list) else [search.mode]
+    if isinstance(search.metric, list) != isinstance(search.mode, list) or len(metrics) != len(modes):
+        raise ConfigError("search.mode", search.mode, f"one mode per metric ({len(metrics)} metric(s): {metrics})")
+    if isinstance(search.metric, list) and search.scheduler == "asha" and search.scheduler_metric is None:
+        raise ConfigError(
+            "search.scheduler_metric",
+            None,
+            "a single metric for ASHA when search.metric is a list (or search.scheduler=none)",
+        )
+    if isinstance(search.metric, list) and search.searcher != "optuna":
+        raise ConfigError("search.searcher", search.searcher, "optuna for a multi-objective (list) metric")
+    return search
+
+
+def check_space_keys(dimensions: list[Dimension], base: dict[str, Any]) -> None:
+    """Every searched key must be a value of the experiment config (not the search itself)."""
+    keys = [k for k in leaf_keys(base) if not k.startswith("search.")]
+    for dimension in dimensions:
+        if dimension.key not in keys:
+            parent = dimension.key.rpartition(".")[0]
+            near = [k for k in keys if k.startswith(parent + ".")] if parent else []
+            raise ConfigError(
+                "search.space", dimension.key, "a key of the experiment config: " + ", ".join(near or keys)
+            )
+
+
+def check_metrics(search: SearchConfig, schema: list[str]) -> None:
+    """The searched and the scheduled metrics must be among the hook set's metric names."""
+    metrics = search.metric if isinstance(search.metric, list) else [search.metric]
+    wanted = [("search.metric", m) for m in metrics]
+    if search.scheduler == "asha":
+        wanted.append(("search.scheduler_metric", search.scheduler_metric or metrics[0]))
+    for key, metric in wanted:
+        if metric not in schema:
+            raise ConfigError(key, metric, "a metric the hook set produces: " + ", ".join(schema))
+
+
+def tune_space(dimensions: list[Dimension], searcher: str) -> dict[str, Any]:
+    """Ray Tune's ``param_space``: dotted key -> Tune domain."""
+    from ray import tune
+
+    space = {}
+    for d in dimensions:
+        if searcher == "grid":
+            if d.type != "choice":
+                raise ConfigError(f"search.space.{d.key}", d.type, "choice dimensions only, for search.searcher=grid")
+            space[d.key] = tune.grid_search(list(d.values))
+        elif d.type == "uniform":
+            space[d.key] = tune.uniform(d.low, d.high)
+        elif d.type == "loguniform":
+            space[d.key] = tune.loguniform(d.low, d.high)
+        elif d.type == "int":
+            space[d.key] = tune.randint(int(d.low), int(d.high) + 1)  # Tune's upper bound is exclusive
+        else:
+            space[d.key] = tune.choice(list(d.values))
+    return space
+
+
+def study_storage_url(search: SearchConfig, experiment_dir: pathlib.Path) -> str:
+    return search.study.storage or f"sqlite:///{experiment_dir / 'optuna.db'}"
+
+
+def make_searcher(search: SearchConfig, experiment_name: str, experiment_dir: pathlib.Path) -> Any:
+    """OptunaSearch (seeded TPE, persistent study) or Tune's random/grid generator."""
+    if search.searcher != "optuna":
+        from ray.tune.search import BasicVariantGenerator
+
+        return BasicVariantGenerator(random_state=search.seed, max_concurrent=search.max_concurrent_trials)
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    class _OptunaSearch(OptunaSearch):
+        # xdrl evaluates every few iterations: results before the first evaluation lack the metric.
+        def on_trial_result(self, trial_id: str, result: dict) -> None:
+            metrics = self.metric if isinstance(self.metric, list) else [self.metric]
+            if all(m in result for m in metrics):
+                super().on_trial_result(trial_id, result)
+
+    return _OptunaSearch(
+        metric=search.metric,
+        mode=search.mode,
+        sampler=optuna.samplers.TPESampler(seed=search.seed),
+        study_name=search.study.name or experiment_name,
+        storage=optuna.storages.RDBStorage(study_storage_url(search, experiment_dir)),
+    )
+
+
+def make_scheduler(search: SearchConfig, iterations: int) -> Any:
+    """ASHA on trainer iterations, or None."""
+    if search.scheduler == "none":
+        return None
+    from ray.tune.schedulers import ASHAScheduler
+
+    metric = search.scheduler_metric or (search.metric if isinstance(search.metric, str) else search.metric[0])
+    mode = search.mode if isinstance(search.mode, str) else search.mode[0]
+    if search.scheduler_metric is not None and isinstance(search.mode, list):
+        mode = search.mode[search.metric.index(metric)] if metric in search.metric else search.mode[0]
+    return ASHAScheduler(
+        time_attr="training_iteration",
+        metric=metric,
+        mode=mode,
+        max_t=search.asha.max_t or iterations,
+        grace_period=min(search.asha.grace_period, iterations),
+        reduction_factor=search.asha.reduction_factor,
+        # A trial that reaches max_t ends on its own: its last iteration, checkpoint and W&B
+        # row complete inside the trial instead of racing an actor shutdown.
+        stop_last_trials=False,
+    )

@@ -1,0 +1,125 @@
+"""The Tune trainable: one trial is one full xdrl training run, built by the same path as ``xdrl train``."""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+import pathlib
+import re
+import socket
+import threading
+import time
+import warnings
+from typing import Any
+
+from xdrl.distributed.bridge import CHECKPOINT_FILE, TuneReportHook
+from xdrl.distributed.search import with_values
+
+_log = logging.getLogger(__name__)
+#: Written in every trial directory: where and on what the trial ran.
+TRIAL_INFO = "trial_info.json"
+#: How long a stopping trial process waits for the W&B run to finish.
+SHUTDOWN_GRACE_SECONDS = 120.0
+
+
+def wandb_run_id(trial_id: str) -> str:
+    """The W&B run id of a trial: its Tune trial id (unique per experiment, stable across retries)."""
+    return re.sub(r"[^A-Za-z0-9_-]", "-", trial_id)
+
+
+def trial_config(base: dict[str, Any], sampled: dict[str, Any], context: Any) -> dict[str, Any]:
+    """The base experiment config with the trial's sampled values and its W&B identity."""
+    raw = with_values(base, sampled)
+    raw["search"] = None
+    logger = raw["logger"]
+    logger["run_id"] = wandb_run_id(context.get_trial_id())
+    logger["group"] = logger["group"] or context.get_experiment_name()
+    logger["run_name"] = context.get_trial_name()
+    raw["output_dir"] = context.get_trial_dir()
+    return raw
+
+
+def _write_trial_info(directory: pathlib.Path, device: Any, started: float) -> None:
+    import ray
+
+    info = {
+        "pid": os.getpid(),
+        "node": socket.gethostname(),
+        "node_ip": ray.util.get_node_ip_address(),
+        "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "device": str(device),
+        "started": started,
+    }
+    path = directory / TRIAL_INFO
+    history = json.loads(path.read_text()) if path.exists() else []
+    history.append(info)
+    path.write_text(json.dumps(history, indent=1))
+
+
+def run_trial(sampled: dict[str, Any], base: dict[str, Any]) -> None:
+    """Ray Tune function trainable: validate, build, restore from Tune's checkpoint if any, train."""
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=".*experimental/prototype.*")
+    from ray import tune
+
+    from xdrl.builder.experiment import build, restore
+    from xdrl.config import validate
+
+    started = time.time()
+    context = tune.get_context()
+    validated = validate(trial_config(base, sampled, context))
+    output_dir = pathlib.Path(validated.config.output_dir)
+    # The trial's own staging area for checkpoints; Tune keeps the reported ones in its storage.
+    experiment = build(validated, output_dir=output_dir, run_id=validated.config.logger.run_id)
+    experiment.checkpoints.keep = 1
+    TuneReportHook(experiment.router, experiment.checkpoints).register(experiment.trainer)
+    _write_trial_info(output_dir, experiment.device, started)
+
+    # A retried or restored trial: Tune hands back its newest checkpoint.
+    checkpoint = tune.get_checkpoint()
+    payload = None
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            payload = load_tune_checkpoint(pathlib.Path(directory))
+    if payload is not None or (output_dir / "metrics.jsonl").exists():
+        iteration = restore(experiment, payload)
+        _log.info("trial %s continues after iteration %d", context.get_trial_id(), iteration)
+    trainer = experiment.trainer
+    # When Tune stops a trial, `tune.report` raises SystemExit in this (training) thread
+    # while the actor's main thread heads for exit. Interpreter exit runs atexit handlers
+    # (last registered first, so before W&B's own): wait there until the shutdown stage
+    # has flushed and finished the W&B run.
+    shut_down = threading.Event()
+    wait = atexit.register(shut_down.wait, SHUTDOWN_GRACE_SECONDS)
+    try:
+        if trainer.collected_frames < trainer.total_frames:
+            trainer.train()
+    finally:
+        shut_down.set()
+        atexit.unregister(wait)
+        _close_wandb_service()
+
+
+def _close_wandb_service() -> None:
+    """Close this process's connection to the W&B service while both ends are alive.
+
+    Left to W&B's own exit handler, the actor's teardown may find the service
+    gone already and print a traceback; the run itself is finished before this.
+    """
+    import sys
+
+    if "wandb" in sys.modules:
+        sys.modules["wandb"].teardown()
+
+
+def load_tune_checkpoint(directory: pathlib.Path) -> dict[str, Any] | None:
+    """The trainer payload stored in a Tune checkpoint directory."""
+    import torch
+
+    path = directory / CHECKPOINT_FILE
+    if not path.exists():
+        return None
+    return torch.load(path, weights_only=True, map_location="cpu")
