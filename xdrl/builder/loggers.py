@@ -49,7 +49,15 @@ def make_wandb_logger(config: ExperimentConfig, output_dir: pathlib.Path, run_id
         group=logger_config.group or config.name,
         config=public_config(config),
         log_env_packages=False,
-        settings={"console": "off", "disable_git": True, "x_disable_stats": True},
+        # No console capture, git probing, system metrics, requirements or hardware metadata:
+        # they cost seconds per run (per trial) and could carry what does not belong in W&B.
+        settings={
+            "console": "off",
+            "disable_git": True,
+            "x_disable_stats": True,
+            "x_save_requirements": False,
+            "x_disable_meta": True,
+        },
     )
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import atexit
 import json
 import logging
 import os
@@ -20,8 +19,11 @@ from xdrl.distributed.search import with_values
 _log = logging.getLogger(__name__)
 #: Written in every trial directory: where and on what the trial ran.
 TRIAL_INFO = "trial_info.json"
-#: How long a stopping trial process waits for the W&B run to finish.
+#: How long a stopping trial waits for its shutdown stage (W&B flush and finish).
 SHUTDOWN_GRACE_SECONDS = 120.0
+#: Clear while a trial trains in this process; set once its shutdown stage is over.
+TRIAL_SHUT_DOWN = threading.Event()
+TRIAL_SHUT_DOWN.set()
 
 
 def wandb_run_id(trial_id: str) -> str:
@@ -52,10 +54,18 @@ def _write_trial_info(directory: pathlib.Path, device: Any, started: float) -> N
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "device": str(device),
         "started": started,
+        "finished": None,
     }
     path = directory / TRIAL_INFO
     history = json.loads(path.read_text()) if path.exists() else []
     history.append(info)
+    path.write_text(json.dumps(history, indent=1))
+
+
+def _record_finish(directory: pathlib.Path) -> None:
+    path = directory / TRIAL_INFO
+    history = json.loads(path.read_text())
+    history[-1]["finished"] = time.time()
     path.write_text(json.dumps(history, indent=1))
 
 
@@ -88,31 +98,41 @@ def run_trial(sampled: dict[str, Any], base: dict[str, Any]) -> None:
         iteration = restore(experiment, payload)
         _log.info("trial %s continues after iteration %d", context.get_trial_id(), iteration)
     trainer = experiment.trainer
-    # When Tune stops a trial, `tune.report` raises SystemExit in this (training) thread
-    # while the actor's main thread heads for exit. Interpreter exit runs atexit handlers
-    # (last registered first, so before W&B's own): wait there until the shutdown stage
-    # has flushed and finished the W&B run.
-    shut_down = threading.Event()
-    wait = atexit.register(shut_down.wait, SHUTDOWN_GRACE_SECONDS)
+    TRIAL_SHUT_DOWN.clear()
     try:
         if trainer.collected_frames < trainer.total_frames:
             trainer.train()
     finally:
-        shut_down.set()
-        atexit.unregister(wait)
-        _close_wandb_service()
+        _record_finish(output_dir)
+        TRIAL_SHUT_DOWN.set()
 
 
-def _close_wandb_service() -> None:
-    """Close this process's connection to the W&B service while both ends are alive.
+def wait_for_trial_shutdown() -> None:
+    """Block until this process's trial has run its shutdown stage (bounded)."""
+    if not TRIAL_SHUT_DOWN.wait(SHUTDOWN_GRACE_SECONDS):
+        _log.warning("the trial's shutdown stage did not end within %.0f s", SHUTDOWN_GRACE_SECONDS)
 
-    Left to W&B's own exit handler, the actor's teardown may find the service
-    gone already and print a traceback; the run itself is finished before this.
+
+def trainable_class(function: Any) -> type:
+    """Tune's function trainable for ``function``, whose stop waits for the trial's shutdown stage.
+
+    When Tune stops a trial (scheduler decision, end of the experiment), the
+    trainable's ``cleanup`` makes ``tune.report`` raise ``SystemExit`` in the
+    training thread and returns at once; the actor is then let go. Waiting here
+    until the thread has run the trainer's shutdown stage means the W&B run is
+    flushed and finished before the process goes away.
     """
-    import sys
+    from ray.tune.trainable.function_trainable import wrap_function
 
-    if "wandb" in sys.modules:
-        sys.modules["wandb"].teardown()
+    base = wrap_function(function)
+
+    class XdrlTrial(base):  # type: ignore[misc, valid-type]
+        def cleanup(self) -> None:
+            super().cleanup()
+            wait_for_trial_shutdown()
+
+    XdrlTrial.__name__ = XdrlTrial.__qualname__ = base.__name__
+    return XdrlTrial
 
 
 def load_tune_checkpoint(directory: pathlib.Path) -> dict[str, Any] | None:

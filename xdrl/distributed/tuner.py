@@ -104,10 +104,10 @@ def _init_ray() -> None:
 def _trainable(plan_: TunePlan) -> Any:
     from ray import tune
 
-    from xdrl.distributed.trainable import run_trial
+    from xdrl.distributed.trainable import run_trial, trainable_class
 
     resources = plan_.base["resources"]
-    with_base = tune.with_parameters(run_trial, base={**plan_.base, "search": None})
+    with_base = trainable_class(tune.with_parameters(run_trial, base={**plan_.base, "search": None}))
     return tune.with_resources(with_base, {"cpu": resources["cpus_per_trial"], "gpu": resources["gpus_per_trial"]})
 
 

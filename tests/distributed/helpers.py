@@ -1,0 +1,39 @@
+"""Tiny Tune experiments for the tests."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+#: A 4-iteration PPO CartPole run (128 frames each) with evaluation every 2 iterations.
+TINY_PPO = [
+    "experiment=cartpole_ppo",
+    "env.num_envs=1",
+    "collector.frames_per_batch=128",
+    "collector.total_frames=512",
+    "algo.minibatch_size=64",
+    "algo.epochs=2",
+    "hooks.eval.interval_frames=256",
+    "hooks.eval.max_steps=50",
+    "checkpoint.interval=2",
+    "search=optuna",
+    "search.spaces.ppo.algo.epochs.high=6",
+    "search.asha.grace_period=1",
+]
+
+
+def experiment(tmp_path: pathlib.Path, name: str, *extra: str) -> list[str]:
+    return [*TINY_PPO, f"search.storage_path={tmp_path}", f"search.experiment_name={name}", *extra]
+
+
+def trial_dirs(experiment_dir: pathlib.Path) -> list[pathlib.Path]:
+    return sorted(p for p in experiment_dir.iterdir() if p.is_dir() and (p / "params.json").exists())
+
+
+def results(trial_dir: pathlib.Path) -> list[dict]:
+    path = trial_dir / "result.json"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def trial_info(trial_dir: pathlib.Path) -> list[dict]:
+    return json.loads((trial_dir / "trial_info.json").read_text())

@@ -1,0 +1,166 @@
+"""Real Tune experiments on a local Ray: the bridge, the study, per-trial W&B, GPUs, faults, ASHA."""
+
+import os
+import signal
+import threading
+import time
+
+import optuna
+import pytest
+
+from tests.distributed.helpers import experiment, results, trial_dirs, trial_info
+from xdrl.builder.metrics import read_metrics_file
+from xdrl.distributed import tuner
+from xdrl.wandb_records import find_run_files, read_run
+
+METRIC = "eval/deterministic/reward/episode_reward_mean"
+
+
+def _wandb(trial_dir):
+    runs = [read_run(p) for p in find_run_files(trial_dir / "wandb")]
+    return [r for r in runs if r.run_id is not None or r.history]
+
+
+def test_two_trial_sweep_reports_study_and_wandb(local_ray, tmp_path):
+    plan = tuner.plan(experiment(tmp_path, "sweep", "search.num_samples=2", "search.scheduler=none"))
+    grid = tuner.run(plan)
+    assert len(grid) == 2 and not grid.errors
+    dirs = trial_dirs(tmp_path / "sweep")
+    assert len(dirs) == 2
+    study = optuna.load_study(study_name="sweep", storage=f"sqlite:///{tmp_path / 'sweep' / 'optuna.db'}")
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    finals = {}
+    for trial_dir in dirs:
+        reported = results(trial_dir)
+        rows = read_metrics_file(trial_dir / "metrics.jsonl")
+        # One report per iteration, carrying the iteration's metrics under the same names and values.
+        assert [r["counters/iter"] for r in reported] == [1, 2, 3, 4] == [r["counters/iter"] for r in rows]
+        for report, row in zip(reported, rows, strict=True):
+            assert {k: report[k] for k in row} == row
+            assert report["training_iteration"] == row["counters/iter"]
+        assert METRIC in reported[-1]
+        finals[reported[-1]["trial_id"]] = reported[-1][METRIC]
+        runs = _wandb(trial_dir)
+        assert len(runs) == 1
+        run = runs[0]
+        assert run.finished and run.exit_code == 0
+        assert run.run_id == reported[-1]["trial_id"] and run.group == "sweep"
+        assert run.name.startswith("run_trial_")
+        assert [h["counters/iter"] for h in run.history] == [1, 2, 3, 4]
+        assert [{k: h[k] for k in row} for h, row in zip(run.history, rows, strict=True)] == rows
+    assert sorted(t.value for t in study.trials) == sorted(finals.values())
+
+
+def test_one_gpu_per_trial_never_more_trials_than_gpus(local_ray, tmp_path):
+    plan = tuner.plan(
+        experiment(
+            tmp_path,
+            "gpus",
+            "search.num_samples=4",
+            "search.max_concurrent_trials=4",
+            "search.searcher=random",
+            "search.scheduler=none",
+            "resources.gpus_per_trial=1",
+        )
+    )
+    assert not tuner.run(plan).errors
+    spans = []
+    for trial_dir in trial_dirs(tmp_path / "gpus"):
+        (info,) = trial_info(trial_dir)
+        assert len(info["gpu_ids"]) == 1 and info["device"] == "cpu"  # logical GPU, no CUDA here
+        spans.append((info["started"], info["finished"], info["gpu_ids"][0]))
+    assert len(spans) == 4
+    for start, end, gpu in spans:
+        overlapping = [other for other in spans if other[0] < end and start < other[1]]
+        assert len(overlapping) <= 2  # itself and at most one other
+        assert len({o[2] for o in overlapping}) == len(overlapping)  # concurrent trials, different GPUs
+
+
+def test_killed_trial_worker_resumes_from_its_checkpoint(local_ray, tmp_path):
+    plan = tuner.plan(
+        experiment(
+            tmp_path,
+            "fault",
+            "search.num_samples=1",
+            "collector.total_frames=1536",
+            "search.scheduler=none",
+            "hooks.eval.interval_frames=512",
+        )
+    )
+    killed = []
+
+    def kill_after_first_checkpoint():
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            dirs = trial_dirs(tmp_path / "fault") if (tmp_path / "fault").exists() else []
+            if dirs and any(dirs[0].glob("checkpoint_*")) and (dirs[0] / "trial_info.json").exists():
+                pid = trial_info(dirs[0])[-1]["pid"]
+                os.kill(pid, signal.SIGKILL)
+                killed.append((pid, len(read_metrics_file(dirs[0] / "metrics.jsonl"))))
+                return
+            time.sleep(0.1)
+
+    killer = threading.Thread(target=kill_after_first_checkpoint)
+    killer.start()
+    grid = tuner.run(plan)
+    killer.join()
+    assert killed, "the trial was never killed"
+    assert not grid.errors
+    (trial_dir,) = trial_dirs(tmp_path / "fault")
+    attempts = trial_info(trial_dir)
+    assert len(attempts) == 2 and attempts[0]["pid"] == killed[0][0]
+    rows = read_metrics_file(trial_dir / "metrics.jsonl")
+    assert [r["counters/iter"] for r in rows] == list(range(1, 13))  # no duplicate, none missing
+    assert [r["counters/total_frames"] for r in rows] == [128 * i for i in range(1, 13)]
+    wandb_rows = [h for run in _wandb(trial_dir) for h in run.history]
+    assert sorted(h["counters/iter"] for h in wandb_rows) == list(range(1, 13))
+    assert _wandb(trial_dir)[-1].exit_code == 0
+    # The retry restored the checkpoint: Tune's iteration counter went on from it, not from 1.
+    restarted = [r for r in results(trial_dir) if r["pid"] == attempts[1]["pid"]]
+    assert (
+        restarted[0]["training_iteration"] > 1 and restarted[0]["counters/iter"] == restarted[0]["training_iteration"]
+    )
+
+
+def test_asha_stops_the_weaker_trial_and_its_wandb_run_is_finished(local_ray, tmp_path):
+    # Episodes capped at 10 steps cannot return more than 10: that trial is the weaker one at every rung.
+    plan = tuner.plan(
+        experiment(
+            tmp_path,
+            "asha",
+            "search.searcher=grid",
+            "search.num_samples=1",
+            "search.max_concurrent_trials=1",
+            "search.space={env:{max_episode_steps:{type:choice,values:[80,10]}}}",
+            "search.metric=collection/reward/episode_reward_mean",
+            "collector.total_frames=1024",
+        )
+    )
+    assert not tuner.run(plan).errors
+    by_cap = {}
+    for trial_dir in trial_dirs(tmp_path / "asha"):
+        reported = results(trial_dir)
+        by_cap[reported[-1]["config"]["env.max_episode_steps"]] = (trial_dir, reported)
+    strong, weak = by_cap[80], by_cap[10]
+    assert len(strong[1]) == 8
+    assert len(weak[1]) < 8  # stopped early by ASHA
+    for trial_dir, reported in (strong, weak):
+        (run,) = _wandb(trial_dir)
+        assert run.exit_code == 0  # finished, also when stopped
+        assert [h["counters/iter"] for h in run.history] == [r["counters/iter"] for r in reported]
+
+
+def test_preflight_errors_name_what_exists(tmp_path):
+    with pytest.raises(
+        Exception,
+        match=r"search.metric='eval/deterministic/reward/episode_rewrd_mean' .* eval/deterministic/reward/episode_reward_mean",
+    ):
+        tuner.plan(experiment(tmp_path, "x", "search.metric=eval/deterministic/reward/episode_rewrd_mean"))
+    with pytest.raises(Exception, match=r"search.space='algo.lrr' .*: algo.name, algo.lr, .*algo.activation"):
+        tuner.plan(experiment(tmp_path, "x", "search.space={algo:{lrr:{type:uniform,low:0.1,high:0.2}}}"))
+    with pytest.raises(
+        Exception, match=r"search.space.algo.minibatch_size=512 is not accepted: expected values the config accepts"
+    ):
+        tuner.plan(experiment(tmp_path, "x", "search.space={algo:{minibatch_size:{type:choice,values:[64,512]}}}"))
+    with pytest.raises(Exception, match=r"search=None is not accepted"):
+        tuner.plan(["experiment=cartpole_ppo"])
