@@ -17,8 +17,11 @@ $(BIN)/xdrl: pyproject.toml
 
 install: $(BIN)/xdrl
 
+# A small sweep on the embedded default: local Ray, CPU, W&B offline, SQLite Optuna study.
+SWEEP ?= experiment=cartpole_ppo search=optuna search.num_samples=4 collector.total_frames=20480 hooks.eval.interval_frames=4096
+
 run: $(BIN)/xdrl
-	$(BIN)/xdrl train experiment=cartpole_ppo
+	$(BIN)/xdrl tune $(SWEEP)
 
 test: $(BIN)/xdrl
 	$(BIN)/python -m pytest -q

@@ -111,7 +111,7 @@ def _trainable(plan_: TunePlan) -> Any:
     return tune.with_resources(with_base, {"cpu": resources["cpus_per_trial"], "gpu": resources["gpus_per_trial"]})
 
 
-def _tuner(plan_: TunePlan) -> Any:
+def _tuner(plan_: TunePlan, callbacks: Sequence[Any] = ()) -> Any:
     from ray import tune
 
     search = plan_.search
@@ -124,11 +124,11 @@ def _tuner(plan_: TunePlan) -> Any:
             num_samples=search.num_samples,
             max_concurrent_trials=search.max_concurrent_trials,
         ),
-        run_config=_run_config(plan_),
+        run_config=_run_config(plan_, callbacks),
     )
 
 
-def _run_config(plan_: TunePlan) -> Any:
+def _run_config(plan_: TunePlan, callbacks: Sequence[Any] = ()) -> Any:
     from ray import tune
 
     return tune.RunConfig(
@@ -136,12 +136,19 @@ def _run_config(plan_: TunePlan) -> Any:
         storage_path=plan_.storage_path,
         failure_config=tune.FailureConfig(max_failures=plan_.search.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=plan_.base["checkpoint"]["keep"]),
+        callbacks=list(callbacks),
         verbose=1,
     )
 
 
-def run(plan_: TunePlan, *, resume: bool = False) -> Any:
-    """Start (or, with ``resume``, restore) the Tune experiment and wait for it."""
+def run(plan_: TunePlan, *, resume: bool = False, callbacks: Sequence[Any] = ()) -> Any:
+    """Start (or, with ``resume``, restore) the Tune experiment and wait for it.
+
+    Args:
+        plan_: what :func:`plan` decided.
+        resume: restore the experiment in ``plan_.experiment_dir``.
+        callbacks: extra Ray Tune callbacks (new experiments only).
+    """
     from ray import tune
 
     # The pre-flight check replaced Tune's per-result check; evaluation metrics come every few iterations.
@@ -162,7 +169,7 @@ def run(plan_: TunePlan, *, resume: bool = False) -> Any:
             restart_errored=False,
         )
     else:
-        tuner = _tuner(plan_)
+        tuner = _tuner(plan_, callbacks)
     results = tuner.fit()
     wait_for_wandb_runs([pathlib.Path(r.path) for r in results if r.path and not _is_uri(r.path)])
     return results

@@ -1,0 +1,110 @@
+"""What running as a Ray Tune trial costs, against the same run in-process (``xdrl train``'s path).
+
+Measures, on the ``cartpole_ppo`` preset at a reduced budget:
+
+1. frames per second of the training loop, bare (build + ``trainer.train()`` in
+   this process) and as a single Tune trial (goal: ratio >= 0.95);
+2. time from ``Tuner.fit()`` to the first ``tune.report`` (Ray worker start,
+   imports, build, first iteration);
+3. aggregate frames per second of 2 concurrent trials against 1 trial alone
+   (goal: >= 1.8 on 2 cores; each trial uses one torch thread).
+
+Frames per second inside a run are frames over the run's own ``timers/total_time``
+(the sum of its iteration times), so process start-up is reported separately.
+
+    python benchmarks/tune_overhead.py [--frames 20480]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+import warnings
+
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("RL_LOGGING_LEVEL", "WARNING")
+warnings.filterwarnings("ignore")
+
+
+def overrides(frames: int) -> list[str]:
+    return [
+        "experiment=cartpole_ppo",
+        f"collector.total_frames={frames}",
+        "logger=none",
+        "hooks.eval.interval_frames=0",
+        "hooks.policy_checkpoint.interval=0",
+    ]
+
+
+def bare_fps(frames: int) -> tuple[float, float]:
+    """(loop frames/s, wall seconds including build) of the in-process run."""
+    from xdrl.builder.experiment import build
+    from xdrl.config import compose_config, validate
+
+    start = time.perf_counter()
+    experiment = build(validate(compose_config(overrides(frames))), "cpu", output_dir=tempfile.mkdtemp())
+    experiment.trainer.train()
+    wall = time.perf_counter() - start
+    row = experiment.router.last_row
+    return row["counters/total_frames"] / row["timers/total_time"], wall
+
+
+def tune_run(frames: int, trials: int, storage: str) -> tuple[list[float], float, float]:
+    """(loop frames/s of each trial, seconds to the first report, wall seconds) of a Tune experiment."""
+    from ray import tune
+
+    from xdrl.distributed import tuner
+
+    first: list[float] = []
+
+    class FirstReport(tune.Callback):
+        def on_trial_result(self, iteration, trials, trial, result, **info):  # noqa: ANN001
+            if not first:
+                first.append(time.perf_counter())
+
+    plan = tuner.plan(
+        [
+            *overrides(frames),
+            "search=optuna",
+            "search.searcher=random",
+            "search.scheduler=none",
+            "search.space={algo:{lr:{type:choice,values:[0.001]}}}",
+            f"search.num_samples={trials}",
+            f"search.max_concurrent_trials={trials}",
+            f"search.storage_path={storage}",
+            f"search.experiment_name=overhead-{trials}",
+        ],
+        check_schema=False,
+    )
+    start = time.perf_counter()
+    grid = tuner.run(plan, callbacks=[FirstReport()])
+    wall = time.perf_counter() - start
+    fps = [r.metrics["counters/total_frames"] / r.metrics["timers/total_time"] for r in grid]
+    return fps, first[0] - start, wall
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=20_480)
+    args = parser.parse_args()
+    import ray
+
+    storage = tempfile.mkdtemp(prefix="xdrl-tune-overhead-")
+    bare, bare_wall = bare_fps(args.frames)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    (single,), first_report, single_wall = tune_run(args.frames, 1, storage)
+    pair, _, pair_wall = tune_run(args.frames, 2, storage)
+    ray.shutdown()
+    print(f"\nbare (in-process)      : {bare:8.1f} frames/s in the loop, {bare_wall:6.1f} s wall with build")
+    print(f"one Tune trial         : {single:8.1f} frames/s in the loop, {single_wall:6.1f} s wall for the experiment")
+    print(f"ratio trial/bare       : {single / bare:.3f} (goal >= 0.95)")
+    print(f"start to first report  : {first_report:.1f} s")
+    print(f"two concurrent trials  : {pair[0]:.1f} + {pair[1]:.1f} = {sum(pair):.1f} frames/s, {pair_wall:6.1f} s wall")
+    print(f"aggregate 2 vs 1 trial : {sum(pair) / single:.2f}x (goal >= 1.8 on 2 cores)")
+
+
+if __name__ == "__main__":
+    main()

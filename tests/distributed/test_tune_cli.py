@@ -1,0 +1,76 @@
+"""`xdrl tune` as a user runs it: pre-flight errors, and a driver interrupted with Ctrl-C then resumed."""
+
+import os
+import signal
+import subprocess
+import time
+
+import optuna
+
+from tests.distributed.helpers import experiment, results, trial_dirs
+from tests.helpers import REPO, run_xdrl, xdrl_command
+from xdrl.wandb_records import find_run_files
+
+
+def test_preflight_error_exits_2_before_ray_starts(tmp_path):
+    started = time.monotonic()
+    result = run_xdrl(
+        "tune", *experiment(tmp_path, "typo", "search.metric=eval/deterministic/reward/episode_rewrd_mean")
+    )
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("xdrl: error: search.metric='eval/deterministic/reward/episode_rewrd_mean' is not accepted")
+    assert "eval/deterministic/reward/episode_reward_mean" in line
+    assert "Started a local Ray instance" not in result.stdout + result.stderr
+    assert not (tmp_path / "typo").exists()
+    assert time.monotonic() - started < 60
+
+
+def test_sigint_then_resume_runs_each_trial_once(tmp_path):
+    args = experiment(
+        tmp_path,
+        "interrupted",
+        "search.num_samples=3",
+        "search.max_concurrent_trials=1",
+        "search.scheduler=none",
+        "collector.total_frames=1024",
+    )
+    env = {**os.environ, "WANDB_MODE": "offline", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    process = subprocess.Popen(
+        xdrl_command("tune", *args), cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    experiment_dir = tmp_path / "interrupted"
+
+    def progress():
+        dirs = trial_dirs(experiment_dir) if experiment_dir.exists() else []
+        return [len(results(d)) for d in dirs]
+
+    deadline = time.monotonic() + 300
+    # Wait for the first trial to finish (8 iterations) and the second to be running.
+    while not (len(progress()) >= 2 and 8 in progress() and any(0 < n < 8 for n in progress())):
+        assert process.poll() is None, process.stdout.read()
+        assert time.monotonic() < deadline, progress()
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    output, _ = process.communicate(timeout=180)
+    before = {d.name: len(results(d)) for d in trial_dirs(experiment_dir)}
+    finished_before = [name for name, n in before.items() if n == 8]
+    assert finished_before, output
+
+    resumed = run_xdrl("tune", "--resume", str(experiment_dir), timeout=600)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "best trial:" in resumed.stdout
+    dirs = trial_dirs(experiment_dir)
+    assert len(dirs) == 3  # num_samples trials in all
+    for trial_dir in dirs:
+        reported = results(trial_dir)
+        assert reported[-1]["counters/iter"] == 8
+        iterations = [r["counters/iter"] for r in reported]
+        if trial_dir.name in finished_before:
+            assert len(reported) == 8 == before[trial_dir.name]  # not re-run
+            assert len(find_run_files(trial_dir / "wandb")) == 1
+        else:
+            assert iterations[-1] == 8
+    study = optuna.load_study(study_name="interrupted", storage=f"sqlite:///{experiment_dir / 'optuna.db'}")
+    assert len(study.trials) <= 4  # the interrupted trial may be told once per attempt, never more samples
+    assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials) == 3
