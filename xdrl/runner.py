@@ -80,12 +80,17 @@ def prepare_new_run(overrides: Sequence[str]) -> tuple[ValidatedExperiment, path
 
 @contextlib.contextmanager
 def stop_on_signals(request_stop: Any) -> Iterator[None]:
-    """First SIGINT/SIGTERM: finish the iteration, checkpoint, stop. A second SIGINT interrupts at once."""
+    """First SIGINT/SIGTERM: finish the iteration, checkpoint, stop. A second SIGINT interrupts at once.
+
+    SIGTERM (preemption) also marks the W&B run as preempting.
+    """
+    from xdrl.builder.checkpointing import PREEMPTED
+
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
 
     def handler(signum: int, _frame: Any) -> None:
         _log.warning("%s received: stopping after this iteration (checkpoint first)", signal.Signals(signum).name)
-        request_stop()
+        request_stop(PREEMPTED if signum == signal.SIGTERM else "interrupted")
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
     for sig in previous:

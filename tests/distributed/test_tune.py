@@ -164,3 +164,84 @@ def test_preflight_errors_name_what_exists(tmp_path):
         tuner.plan(experiment(tmp_path, "x", "search.space={algo:{minibatch_size:{type:choice,values:[64,512]}}}"))
     with pytest.raises(Exception, match=r"search=None is not accepted"):
         tuner.plan(["experiment=cartpole_ppo"])
+
+
+def test_multi_objective_study_holds_the_pareto_front(local_ray, tmp_path):
+    plan = tuner.plan(
+        [
+            "experiment=deep_sea_treasure_ppo",
+            "env.num_envs=1",
+            "collector.frames_per_batch=128",
+            "collector.total_frames=512",
+            "algo.minibatch_size=64",
+            "algo.epochs=2",
+            "hooks.eval.interval_frames=256",
+            "hooks.eval.max_steps=50",
+            "search=optuna_multi_objective",
+            "search.spaces.ppo.algo.epochs.high=6",
+            "search.num_samples=2",
+            f"search.storage_path={tmp_path}",
+            "search.experiment_name=pareto",
+        ]
+    )
+    assert not tuner.run(plan).errors
+    study = optuna.load_study(study_name="pareto", storage=f"sqlite:///{tmp_path / 'pareto' / 'optuna.db'}")
+    assert len(study.directions) == 2
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 2 and all(len(t.values) == 2 for t in complete)
+    assert study.best_trials  # the Pareto front
+    for trial_dir in trial_dirs(tmp_path / "pareto"):
+        final = results(trial_dir)[-1]
+        values = [final[m] for m in plan.search.metric]
+        assert any(t.values == values for t in complete)
+
+
+def test_sigterm_checkpoints_marks_wandb_preempting_and_tune_restores(local_ray, tmp_path):
+    plan = tuner.plan(
+        experiment(
+            tmp_path,
+            "preempt",
+            "search.num_samples=1",
+            "collector.total_frames=1536",
+            "search.scheduler=none",
+            "checkpoint.interval=50",
+            "hooks.eval.interval_frames=512",
+        )
+    )
+    signalled = []
+
+    def preempt_after_two_iterations():
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            dirs = trial_dirs(tmp_path / "preempt") if (tmp_path / "preempt").exists() else []
+            if (
+                dirs
+                and (dirs[0] / "trial_info.json").exists()
+                and len(read_metrics_file(dirs[0] / "metrics.jsonl")) >= 2
+            ):
+                pid = trial_info(dirs[0])[-1]["pid"]
+                os.kill(pid, signal.SIGTERM)
+                signalled.append(pid)
+                return
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=preempt_after_two_iterations)
+    thread.start()
+    grid = tuner.run(plan)
+    thread.join()
+    assert signalled and not grid.errors
+    (trial_dir,) = trial_dirs(tmp_path / "preempt")
+    attempts = trial_info(trial_dir)
+    assert len(attempts) == 2 and attempts[0]["pid"] == signalled[0]
+    runs = _wandb(trial_dir)
+    first, second = runs
+    assert first.run_id == second.run_id
+    assert first.preempting and first.exit_code is not None  # marked, then finished with every row
+    stopped_at = first.history[-1]["counters/iter"]
+    assert [h["counters/iter"] for h in first.history] == list(range(1, stopped_at + 1))
+    # No checkpoint was scheduled before the end: the retry starting right after the SIGTERM
+    # iteration shows the SIGTERM checkpoint. Nothing re-run, nothing missing.
+    assert stopped_at < 12
+    assert [h["counters/iter"] for h in second.history] == list(range(stopped_at + 1, 13))
+    assert [r["counters/iter"] for r in read_metrics_file(trial_dir / "metrics.jsonl")] == list(range(1, 13))
+    assert second.exit_code == 0 and not second.preempting

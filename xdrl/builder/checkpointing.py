@@ -30,6 +30,8 @@ from xdrl.trainer_hooks.checkpoints import atomic_torch_save
 
 _log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
+#: Stop reason of a SIGTERM: what clouds and Kubernetes send before taking a node away.
+PREEMPTED = "preempted"
 
 
 def atomic_write_text(path: pathlib.Path, text: str) -> None:
@@ -141,13 +143,17 @@ class TrainerCheckpointHook:
         self.iteration = iteration
         self.trainer: Trainer | None = None
         self.stop_requested = False
+        self.stop_reason: str | None = None
+        #: Called with the stop reason once the stop checkpoint is saved (in the training thread).
+        self.on_stop: list[Callable[[str], None]] = []
         self.last_saved_iteration: int | None = None
         self.last_path: pathlib.Path | None = None
         #: Called with the new checkpoint's path after each save.
         self.on_save: list[Callable[[pathlib.Path], None]] = []
 
-    def request_stop(self) -> None:
+    def request_stop(self, reason: str = "stop requested") -> None:
         """Checkpoint at the end of the current iteration, then stop training (signal-safe)."""
+        self.stop_reason = self.stop_reason or reason
         self.stop_requested = True
 
     def due(self) -> bool:
@@ -159,7 +165,9 @@ class TrainerCheckpointHook:
         if self.due():
             self.save()
         if self.stop_requested:
-            self.trainer.request_stop("stop requested (signal)")
+            for callback in self.on_stop:
+                callback(self.stop_reason)
+            self.trainer.request_stop(self.stop_reason)
 
     def save(self) -> pathlib.Path:
         """Write the checkpoint of the current iteration now."""

@@ -19,7 +19,7 @@ import torch
 from torchrl.trainers import Trainer
 
 from xdrl.builder.algorithms import ALGORITHMS, AlgorithmParts, BuildContext
-from xdrl.builder.checkpointing import TrainerCheckpointHook, set_rng_state
+from xdrl.builder.checkpointing import PREEMPTED, TrainerCheckpointHook, set_rng_state
 from xdrl.builder.envs import EPISODE_VECTOR_REWARD, VECTOR_REWARD, make_env, observation_statistics
 from xdrl.builder.loggers import (
     csv_logged_iterations,
@@ -187,8 +187,15 @@ def build(
     )
     checkpoints.register(trainer)  # after the metrics: a checkpoint covers only published iterations
     if "wandb" in loggers:
+        checkpoints.on_stop.append(functools.partial(mark_wandb_preempting, loggers["wandb"]))
         WandbFinishHook().register(trainer)
     return Experiment(validated, output_dir, device, trainer, parts, hooks, router, checkpoints, run_id)
+
+
+def mark_wandb_preempting(logger: Any, reason: str) -> None:
+    """Tell W&B the run stops because its machine is going away (it will be resumed)."""
+    if reason == PREEMPTED:
+        logger.experiment.mark_preempting()
 
 
 def restore(experiment: Experiment, payload: dict[str, Any] | None) -> int:

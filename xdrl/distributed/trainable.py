@@ -7,6 +7,7 @@ import logging
 import os
 import pathlib
 import re
+import signal
 import socket
 import threading
 import time
@@ -24,6 +25,42 @@ SHUTDOWN_GRACE_SECONDS = 120.0
 #: Clear while a trial trains in this process; set once its shutdown stage is over.
 TRIAL_SHUT_DOWN = threading.Event()
 TRIAL_SHUT_DOWN.set()
+#: The running trial's checkpoint hook, for the SIGTERM handler (one trial per actor process).
+_RUNNING: dict[str, Any] = {}
+
+
+class TrialPreempted(RuntimeError):
+    """The trial's process received SIGTERM; Tune retries it from the checkpoint it just saved."""
+
+
+def install_preemption_handler() -> None:
+    """On SIGTERM, let the running trial checkpoint, flush and finish W&B (as preempting), then exit.
+
+    Must run in the actor's main thread (Trainable setup). The handler only asks
+    the training thread to stop after the current iteration; the training
+    thread re-delivers SIGTERM to Ray's own handler when its shutdown is over.
+    """
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def handler(signum: int, frame: Any) -> None:
+        from xdrl.builder.checkpointing import PREEMPTED
+
+        checkpoints = _RUNNING.get("checkpoints")
+        if checkpoints is None or TRIAL_SHUT_DOWN.is_set():
+            signal.signal(signal.SIGTERM, previous)
+            if callable(previous):
+                previous(signum, frame)
+            return
+        _RUNNING["previous_handler"] = previous
+        checkpoints.request_stop(PREEMPTED)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _exit_after_preemption() -> None:
+    previous = _RUNNING.pop("previous_handler", signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, previous)
+    os.kill(os.getpid(), signal.SIGTERM)  # Ray's handler ends the worker
 
 
 def wandb_run_id(trial_id: str) -> str:
@@ -52,6 +89,7 @@ def _write_trial_info(directory: pathlib.Path, device: Any, started: float) -> N
         "node_ip": ray.util.get_node_ip_address(),
         "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "node_id": ray.get_runtime_context().get_node_id(),
         "device": str(device),
         "started": started,
         "finished": None,
@@ -99,12 +137,19 @@ def run_trial(sampled: dict[str, Any], base: dict[str, Any]) -> None:
         _log.info("trial %s continues after iteration %d", context.get_trial_id(), iteration)
     trainer = experiment.trainer
     TRIAL_SHUT_DOWN.clear()
+    _RUNNING["checkpoints"] = experiment.checkpoints
     try:
         if trainer.collected_frames < trainer.total_frames:
             trainer.train()
     finally:
+        _RUNNING.pop("checkpoints", None)
         _record_finish(output_dir)
         TRIAL_SHUT_DOWN.set()
+    from xdrl.builder.checkpointing import PREEMPTED
+
+    if experiment.checkpoints.stop_reason == PREEMPTED:
+        _exit_after_preemption()
+        raise TrialPreempted(f"trial {context.get_trial_id()} preempted after iteration {experiment.router.iteration}")
 
 
 def wait_for_trial_shutdown() -> None:
@@ -127,6 +172,10 @@ def trainable_class(function: Any) -> type:
     base = wrap_function(function)
 
     class XdrlTrial(base):  # type: ignore[misc, valid-type]
+        def setup(self, config: dict[str, Any]) -> None:
+            install_preemption_handler()  # Trainable setup runs in the actor's main thread
+            super().setup(config)
+
         def cleanup(self) -> None:
             super().cleanup()
             wait_for_trial_shutdown()
