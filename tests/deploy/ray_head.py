@@ -1,0 +1,119 @@
+"""A Ray head started with `ray start` for one test, with its own --temp-dir, and stopped by pid."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+
+VENV_BIN = pathlib.Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _mentions(entry: pathlib.Path, marker: str) -> bool:
+    if marker in (entry / "cmdline").read_bytes().decode(errors="replace"):
+        return True
+    # Agents rename themselves (ray::DashboardAgent); their open log files still live under the temp dir.
+    for fd in (entry / "fd").iterdir():
+        with contextlib.suppress(OSError):
+            if marker in os.readlink(fd):
+                return True
+    return False
+
+
+def processes_using(marker: str) -> list[int]:
+    """Pids of the processes of the head started with temp dir ``marker`` (command line or open files)."""
+    pids = []
+    for entry in pathlib.Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            with contextlib.suppress(OSError):
+                if _mentions(entry, marker):
+                    pids.append(int(entry.name))
+    return pids
+
+
+def stop_processes_using(marker: str, grace: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL after ``grace`` seconds, every process started for this head."""
+    for pid in processes_using(marker):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while processes_using(marker) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for pid in processes_using(marker):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while processes_using(marker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+@dataclasses.dataclass
+class Head:
+    address: str  # the job API (dashboard) address
+    env: dict[str, str]
+    temp_dir: str
+
+
+def _wait_for_job_agent(head: Head, timeout: float = 120.0) -> None:
+    """`ray start` returns before the agent that runs jobs has registered: submit `true` until it is taken."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        probe = subprocess.run(
+            [str(VENV_BIN / "ray"), "job", "submit", "--address", head.address, "--no-wait", "--", "true"],
+            env=head.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if probe.returncode == 0:
+            return
+        time.sleep(1)
+    raise TimeoutError(f"the job agent of {head.address} did not come up in {timeout:.0f} s")
+
+
+@contextlib.contextmanager
+def ray_head(num_cpus: int = 4, num_gpus: int = 2) -> Iterator[Head]:
+    """`ray start --head` on loopback with token auth, logical GPUs and its own temp dir."""
+    temp_dir = tempfile.mkdtemp(prefix="xr", dir="/tmp")  # short: Ray's socket paths live below it
+    dashboard_port = free_port()
+    env = {
+        **os.environ,
+        "RAY_AUTH_MODE": "token",
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+        "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}",  # as for a user with the venv activated
+    }
+    env.pop("RAY_ADDRESS", None)
+    command = [
+        str(VENV_BIN / "ray"),
+        "start",
+        "--head",
+        f"--temp-dir={temp_dir}",
+        f"--port={free_port()}",
+        "--dashboard-host=127.0.0.1",
+        f"--dashboard-port={dashboard_port}",
+        "--include-dashboard=true",
+        f"--num-cpus={num_cpus}",
+        f"--num-gpus={num_gpus}",
+        "--disable-usage-stats",
+    ]
+    try:
+        subprocess.run(command, env=env, check=True, timeout=180, capture_output=True)
+        head = Head(f"http://127.0.0.1:{dashboard_port}", env, temp_dir)
+        _wait_for_job_agent(head)
+        yield head
+    finally:
+        stop_processes_using(temp_dir)
