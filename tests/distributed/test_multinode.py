@@ -1,0 +1,78 @@
+"""Node loss on a multi-node Ray (ray.cluster_utils.Cluster on loopback): the trial moves and resumes."""
+
+import threading
+import time
+
+import optuna
+import pytest
+
+from tests.distributed.helpers import experiment, results, trial_dirs, trial_info
+from xdrl.builder.metrics import read_metrics_file
+from xdrl.distributed import tuner
+from xdrl.wandb_records import find_run_files, read_run
+
+
+@pytest.fixture
+def cluster():
+    import ray
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "num_gpus": 0})
+    workers = [cluster.add_node(num_cpus=2, num_gpus=1) for _ in range(2)]
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, log_to_driver=False)
+    try:
+        yield cluster, workers
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
+def test_trial_resumes_on_the_other_node_after_its_node_is_removed(cluster, tmp_path):
+    ray_cluster, workers = cluster
+    # The storage path is a local directory standing for shared storage (NFS, a bucket): every node sees it.
+    plan = tuner.plan(
+        experiment(
+            tmp_path,
+            "nodeloss",
+            "search.num_samples=1",
+            "collector.total_frames=1536",
+            "search.scheduler=none",
+            "resources.gpus_per_trial=1",
+            "search.max_failures=3",
+        )
+    )
+    removed = []
+
+    def remove_the_trials_node():
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            dirs = trial_dirs(tmp_path / "nodeloss") if (tmp_path / "nodeloss").exists() else []
+            if dirs and any(dirs[0].glob("checkpoint_*")) and (dirs[0] / "trial_info.json").exists():
+                node_id = trial_info(dirs[0])[-1]["node_id"]
+                (node,) = [w for w in workers if w.node_id == node_id]
+                removed.append((node_id, len(read_metrics_file(dirs[0] / "metrics.jsonl"))))
+                ray_cluster.remove_node(node)
+                return
+            time.sleep(0.1)
+
+    thread = threading.Thread(target=remove_the_trials_node)
+    thread.start()
+    grid = tuner.run(plan)
+    thread.join()
+    assert removed, "the trial's node was never removed"
+    assert not grid.errors
+    (trial_dir,) = trial_dirs(tmp_path / "nodeloss")
+    first, *later = trial_info(trial_dir)
+    assert first["node_id"] == removed[0][0]
+    assert later and later[-1]["node_id"] != removed[0][0]  # finished on the other node
+    rows = read_metrics_file(trial_dir / "metrics.jsonl")
+    assert [r["counters/iter"] for r in rows] == list(range(1, 13))
+    assert [r["counters/total_frames"] for r in rows] == [128 * i for i in range(1, 13)]
+    reported = results(trial_dir)
+    assert reported[-1]["counters/iter"] == 12
+    assert reported[-1]["training_iteration"] == 12
+    wandb_rows = [h for p in find_run_files(trial_dir / "wandb") for h in read_run(p).history]
+    assert sorted(h["counters/iter"] for h in wandb_rows) == list(range(1, 13))
+    study = optuna.load_study(study_name="nodeloss", storage=f"sqlite:///{tmp_path / 'nodeloss' / 'optuna.db'}")
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE]
