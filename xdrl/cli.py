@@ -4,6 +4,7 @@
     xdrl train --resume runs/cartpole_ppo/20261125-101010  continue it from its newest checkpoint
     xdrl tune experiment=cartpole_ppo search=optuna        a Ray Tune search (local Ray, or RAY_ADDRESS)
     xdrl tune --resume runs/tune/cartpole_ppo-20261125-1010 restore an interrupted search
+    xdrl report runs/tune/cartpole_ppo-20261125-1010        what the search found: report/report.md
     xdrl demo                                               PPO on CartPole with the hook set, no config
 
 Bad configuration prints one line naming the key, the value and what is accepted,
@@ -53,12 +54,19 @@ def _tune(args: argparse.Namespace) -> int:
     from xdrl.distributed import tuner
 
     if args.resume:
-        plan = tuner.plan_from_directory(pathlib.Path(args.resume).resolve())
+        plan = tuner.plan_from_directory(args.resume)
     else:
         plan = tuner.plan(args.overrides)
     print(f"experiment directory: {plan.experiment_dir}", flush=True)
     results = tuner.run(plan, resume=bool(args.resume))
     print(tuner.best_summary(results, plan))
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from xdrl.report.build import build_report, terminal_summary
+
+    print(terminal_summary(build_report(args.directory)))
     return 0
 
 
@@ -111,6 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tune.add_argument("--resume", metavar="DIR", help="restore the interrupted experiment in DIR")
     tune.set_defaults(func=_tune)
+
+    report = commands.add_parser("report", help="tables, figures and report.md of a tune experiment")
+    report.add_argument("directory", metavar="DIR", help="the experiment directory (runs/tune/<name>)")
+    report.set_defaults(func=_report)
 
     demo = commands.add_parser("demo", help="train PPO on CartPole-v1 with the full xdrl hook set (no config)")
     demo.add_argument("--frames", type=int, default=20_480, help="frames to collect (default: %(default)s)")

@@ -55,6 +55,10 @@ CASES = {
         ["collector.total_frames=lots"],
         r"collector.total_frames='lots' is not accepted: expected an integer",
     ),
+    "reference point size": (
+        ["experiment=deep_sea_treasure_ppo", "env.reference_point=[0.0]"],
+        r"env.reference_point=\[0.0\] is not accepted: expected 2 values, one per reward objective",
+    ),
     "unknown device": (
         ["resources.device=tpu"],
         r"resources.device='tpu' is not accepted: expected auto, cpu, cuda or cuda:N",
@@ -94,3 +98,10 @@ def test_cli_prints_one_line_and_exits_2_within_seconds(case, tmp_path):
     assert __import__("re").search(pattern, lines[0])
     assert elapsed < 30
     assert not (tmp_path / "run").exists()  # nothing was created
+
+
+def test_config_error_survives_pickling():
+    import pickle
+
+    error = pickle.loads(pickle.dumps(ConfigError("algo.lr", -1.0, "a positive number")))
+    assert (error.key, error.value, str(error)) == ("algo.lr", -1.0, "algo.lr=-1.0 is not accepted: expected a positive number")

@@ -245,3 +245,16 @@ def test_sigterm_checkpoints_marks_wandb_preempting_and_tune_restores(local_ray,
     assert [h["counters/iter"] for h in second.history] == list(range(stopped_at + 1, 13))
     assert [r["counters/iter"] for r in read_metrics_file(trial_dir / "metrics.jsonl")] == list(range(1, 13))
     assert second.exit_code == 0 and not second.preempting
+
+
+def test_experiment_files_round_trip_through_a_storage_uri(tmp_path):
+    location = f"file://{tmp_path}/bucket/exp"
+    tuner.write_experiment_file(location, tuner.BASE_CONFIG, "x: 1\n")
+    assert (tmp_path / "bucket" / "exp" / tuner.BASE_CONFIG).read_text() == "x: 1\n"
+    assert tuner.read_experiment_file(location, tuner.BASE_CONFIG) == "x: 1\n"
+    assert tuner.read_experiment_file(location, "missing.yaml") is None
+    plan = tuner.plan(experiment(tmp_path, "uri", "search.num_samples=1"), check_schema=False)
+    tuner.write_experiment_file(f"file://{tmp_path}/bucket/uri", tuner.BASE_CONFIG, __import__("yaml").safe_dump(plan.base))
+    resumed = tuner.plan_from_directory(f"file://{tmp_path}/bucket/uri")
+    assert resumed.experiment_name == "uri" and resumed.storage_path == f"file://{tmp_path}/bucket"
+    assert tuner.experiment_location(resumed) == f"file://{tmp_path}/bucket/uri"

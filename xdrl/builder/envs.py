@@ -177,6 +177,9 @@ def inspect_env(config: EnvConfig) -> EnvInfo:
             f"{objectives} weight{'s' if objectives > 1 else ''}: {config.id} has {objectives} reward objective"
             f"{'s' if objectives > 1 else ''} (null for single-objective envs)",
         )
+    point = config.reference_point
+    if point is not None and len(point) != objectives:
+        raise ConfigError("env.reference_point", list(point), f"{objectives} values, one per reward objective of {config.id}")
     return EnvInfo(config.id, int(observation.shape[0]), discrete, num_actions, action_dim, objectives)
 
 

@@ -20,3 +20,7 @@ class ConfigError(ValueError):
     def __init__(self, key: str, value: Any, accepted: str) -> None:
         self.key, self.value, self.accepted = key, value, accepted
         super().__init__(f"{key}={value!r} is not accepted: expected {accepted}")
+
+    def __reduce__(self) -> tuple[type, tuple[str, Any, str]]:
+        # Picklable with its own arguments: it crosses process boundaries (Ray trials, process pools).
+        return (type(self), (self.key, self.value, self.accepted))

@@ -30,6 +30,8 @@ class EnvConfig:
     max_episode_steps: int | None
     #: Environments stepped together by the collector.
     num_envs: int
+    #: Multi-objective envs: the reference point of hypervolumes in ``xdrl report`` (one value per objective).
+    reference_point: list[float] | None
 
 
 @dataclasses.dataclass

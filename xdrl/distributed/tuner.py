@@ -49,6 +49,41 @@ def _is_uri(path: str) -> bool:
     return "://" in path
 
 
+def experiment_location(plan_: TunePlan) -> str:
+    """Where the experiment lives: a local directory or ``<storage URI>/<name>``."""
+    if _is_uri(plan_.storage_path):
+        return f"{plan_.storage_path.rstrip('/')}/{plan_.experiment_name}"
+    return str(plan_.experiment_dir)
+
+
+def write_experiment_file(location: str, name: str, text: str) -> None:
+    """Write a small file into an experiment (local path or ``s3://``, ``gs://``, ``file://``)."""
+    if not _is_uri(location):
+        pathlib.Path(location).mkdir(parents=True, exist_ok=True)
+        (pathlib.Path(location) / name).write_text(text)
+        return
+    import pyarrow.fs
+
+    filesystem, root = pyarrow.fs.FileSystem.from_uri(location)
+    filesystem.create_dir(root, recursive=True)
+    with filesystem.open_output_stream(f"{root}/{name}") as handle:
+        handle.write(text.encode())
+
+
+def read_experiment_file(location: str, name: str) -> str | None:
+    """The text of an experiment file, ``None`` when it is not there."""
+    if not _is_uri(location):
+        path = pathlib.Path(location) / name
+        return path.read_text() if path.is_file() else None
+    import pyarrow.fs
+
+    filesystem, root = pyarrow.fs.FileSystem.from_uri(location)
+    if filesystem.get_file_info(f"{root}/{name}").type != pyarrow.fs.FileType.File:
+        return None
+    with filesystem.open_input_stream(f"{root}/{name}") as handle:
+        return handle.read().decode()
+
+
 def plan(overrides: Sequence[str], *, check_schema: bool = True) -> TunePlan:
     """Compose, validate and pre-flight check a search, before any cluster resource is used.
 
@@ -154,15 +189,12 @@ def run(plan_: TunePlan, *, resume: bool = False, callbacks: Sequence[Any] = ())
     # The pre-flight check replaced Tune's per-result check; evaluation metrics come every few iterations.
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
     _init_ray()
-    if not _is_uri(plan_.storage_path):
-        plan_.experiment_dir.mkdir(parents=True, exist_ok=True)
-        stored = {**plan_.base, "_overrides": plan_.overrides}
-        (plan_.experiment_dir / BASE_CONFIG).write_text(yaml.safe_dump(stored, sort_keys=False))
+    location = experiment_location(plan_)
+    stored = {**plan_.base, "_overrides": plan_.overrides}
+    write_experiment_file(location, BASE_CONFIG, yaml.safe_dump(stored, sort_keys=False))
     if resume:
         tuner = tune.Tuner.restore(
-            str(plan_.experiment_dir)
-            if not _is_uri(plan_.storage_path)
-            else f"{plan_.storage_path}/{plan_.experiment_name}",
+            location,
             trainable=_trainable(plan_),
             resume_unfinished=True,
             resume_errored=True,
@@ -204,18 +236,21 @@ def wait_for_wandb_runs(trial_dirs: list[pathlib.Path], timeout: float = 60.0) -
     return pending
 
 
-def plan_from_directory(directory: pathlib.Path) -> TunePlan:
-    """The plan of an existing experiment directory (for ``xdrl tune --resume``)."""
-    path = directory / BASE_CONFIG
-    if not path.is_file():
-        raise ConfigError("--resume", str(directory), f"an experiment directory of xdrl tune (with {BASE_CONFIG})")
-    base = yaml.safe_load(path.read_text())
+def plan_from_directory(location: str | pathlib.Path) -> TunePlan:
+    """The plan of an existing experiment (for ``xdrl tune --resume``): a local directory or a storage URI."""
+    location = str(location) if _is_uri(str(location)) else str(pathlib.Path(location).resolve())
+    text = read_experiment_file(location, BASE_CONFIG)
+    if text is None:
+        raise ConfigError("--resume", location, f"an experiment directory of xdrl tune (with {BASE_CONFIG})")
+    base = yaml.safe_load(text)
     overrides = base.pop("_overrides", [])
     search = parse_search(base)
     dimensions = parse_dimensions(search.space)
     collector = base["collector"]
     iterations = -(-collector["total_frames"] // collector["frames_per_batch"])
-    return TunePlan(base, search, dimensions, directory.name, str(directory.parent), directory, iterations, overrides)
+    parent, _, name = location.rstrip("/").rpartition("/")
+    directory = pathlib.Path(name) if _is_uri(location) else pathlib.Path(location)
+    return TunePlan(base, search, dimensions, name, parent, directory, iterations, overrides)
 
 
 def best_summary(results: Any, plan_: TunePlan) -> str:

@@ -1,0 +1,1 @@
+"""``xdrl report``: what a Tune + Optuna experiment found, as tables, figures and a Markdown page."""

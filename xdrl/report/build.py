@@ -1,0 +1,198 @@
+"""Assemble ``DIR/report/``: tables, figures, ``report.md``, and the terminal summary."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import pathlib
+from typing import Any
+
+import numpy as np
+
+from xdrl.distributed.tuner import TunePlan, train_command
+from xdrl.report import figures
+from xdrl.report.data import ExperimentData, Trial, load_experiment
+from xdrl.report.pareto import hypervolume, pareto_mask
+
+
+@dataclasses.dataclass
+class Report:
+    """What ``xdrl report`` computed (also what the tests check)."""
+
+    data: ExperimentData
+    rows: list[dict[str, Any]]  # the trials table, sorted by the search metric
+    best: Trial | None
+    best_command: str | None
+    figures: dict[str, pathlib.Path]
+    notes: list[str]
+    pareto: list[dict[str, Any]]  # multi-objective: the non-dominated trials
+    hypervolume: float | None
+    markdown: pathlib.Path
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    return lines + ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]
+
+
+def _sort_key(value: float | None, mode: str) -> float:
+    if value is None:
+        return math.inf
+    return -value if mode == "max" else value
+
+
+def _trials_table(data: ExperimentData) -> tuple[list[dict[str, Any]], Trial | None]:
+    metric, mode = data.metrics[0], data.modes[0]
+    rows = []
+    for trial in data.trials:
+        rows.append(
+            {
+                "trial": trial.trial_id,
+                "status": trial.status,
+                **{f"param {k}": v for k, v in trial.params.items()},
+                "frames": trial.frames,
+                **{f"best {m}": trial.best(m, mo) for m, mo in zip(data.metrics, data.modes, strict=True)},
+                **{f"last {m}": trial.last(m) for m in data.metrics},
+                "failures": trial.failures,
+                "wall s": round(trial.wall_time, 1),
+            }
+        )
+    rows.sort(key=lambda r: _sort_key(r[f"best {metric}"], mode))
+    by_id = {t.trial_id: t for t in data.trials}
+    best = by_id[rows[0]["trial"]] if rows and rows[0][f"best {metric}"] is not None else None
+    return rows, best
+
+
+def _plan_stub(data: ExperimentData) -> TunePlan:
+    return TunePlan(data.base, None, [], data.name, str(data.directory.parent), data.directory, 0, data.overrides)
+
+
+def build_report(directory: str | pathlib.Path) -> Report:
+    """Read the experiment in ``directory`` and write ``directory/report/`` (the experiment is not touched)."""
+    data = load_experiment(directory)
+    out = data.directory / "report"
+    out.mkdir(exist_ok=True)
+    metric, mode = data.metrics[0], data.modes[0]
+    rows, best = _trials_table(data)
+    notes: list[str] = []
+    made: dict[str, pathlib.Path] = {}
+    command = train_command(_plan_stub(data), best.params) if best is not None else None
+
+    if any(t.values(metric) for t in data.trials):
+        made["learning_curves"] = figures.learning_curves(data.trials, metric, best, out / "learning_curves.png")
+    else:
+        notes.append(f"no trial has reported {metric} yet: no learning curves")
+
+    study = data.study
+    if study is None:
+        notes.append("no Optuna study (searcher other than optuna, or not created yet)")
+    else:
+        import optuna
+
+        complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+        multi = len(study.directions) > 1
+        values = [(t.values[0] if multi else t.value) if t.state == optuna.trial.TrialState.COMPLETE else None for t in study.trials]
+        if complete:
+            made["optimization_history"] = figures.optimization_history(values, mode, metric, out / "optimization_history.png")
+        try:
+            target = (lambda t: t.values[0]) if multi else None
+            importances = optuna.importance.get_param_importances(study, target=target)
+            made["param_importances"] = figures.param_importances(importances, metric, out / "param_importances.png")
+        except (RuntimeError, ValueError) as error:
+            notes.append(f"parameter importances need more finished trials ({error})")
+
+    pareto, volume = [], None
+    if len(data.metrics) > 1:
+        finished = [t for t in data.trials if all(t.last(m) is not None for m in data.metrics)]
+        if finished:
+            points = np.array([[t.last(m) for m in data.metrics] for t in finished])
+            mask = pareto_mask(points, data.modes)
+            pareto = [{"trial": t.trial_id, **dict(zip(data.metrics, p, strict=True)), **t.params} for t, p, m in zip(finished, points, mask, strict=True) if m]
+            reference = data.base["env"].get("reference_point")
+            if reference is not None:
+                volume = hypervolume(points[mask], reference, data.modes)
+            else:
+                notes.append("no env.reference_point in the config: no hypervolume")
+            if len(data.metrics) == 2:
+                made["pareto_front"] = figures.pareto_front(points, mask, data.metrics, reference, out / "pareto_front.png")
+
+    report = Report(data, rows, best, command, made, notes, pareto, volume, out / "report.md")
+    report.markdown.write_text(render_markdown(report))
+    return report
+
+
+def render_markdown(report: Report) -> str:
+    data = report.data
+    metric, mode = data.metrics[0], data.modes[0]
+    state = "finished" if data.finished else "not finished (interrupted or running): what is there so far"
+    lines = [
+        f"# Experiment `{data.name}`",
+        "",
+        f"- directory: `{data.directory}`",
+        f"- state: {state}",
+        f"- search: {data.search['searcher']} over {', '.join(f'`{k}`' for k in data.trials[0].params) if data.trials else '-'}"
+        f", scheduler {data.search['scheduler']}, {len(data.trials)} of {data.search['num_samples']} trials",
+        f"- metric: `{', '.join(data.metrics)}` ({', '.join(data.modes)})",
+        "",
+        "## Trials",
+        "",
+    ]
+    if report.rows:
+        headers = list(report.rows[0])
+        lines += _table(headers, [[row.get(h) for h in headers] for row in report.rows])
+    lines += ["", "## Best configuration", ""]
+    if report.best is not None:
+        lines += [
+            f"Trial `{report.best.trial_id}`: best `{metric}` = {_fmt(report.best.best(metric, mode))}.",
+            "",
+            "```bash",
+            report.best_command or "",
+            "```",
+        ]
+    else:
+        lines.append(f"No trial has reported `{metric}` yet.")
+    for key, title in (
+        ("learning_curves", "Learning curves"),
+        ("optimization_history", "Optimisation history (Optuna)"),
+        ("param_importances", "Parameter importances (Optuna)"),
+        ("pareto_front", "Pareto front"),
+    ):
+        if key in report.figures:
+            lines += ["", f"## {title}", "", f"![{title}]({report.figures[key].name})"]
+    if report.pareto:
+        lines += ["", "## Pareto front of the trials", ""]
+        headers = list(report.pareto[0])
+        lines += _table(headers, [[row.get(h) for h in headers] for row in report.pareto])
+        if report.hypervolume is not None:
+            point = data.base["env"]["reference_point"]
+            lines += ["", f"Hypervolume against the reference point {point}: {report.hypervolume:.4g}"]
+    if report.notes:
+        lines += ["", "## Notes", ""] + [f"- {note}" for note in report.notes]
+    return "\n".join(lines) + "\n"
+
+
+def terminal_summary(report: Report) -> str:
+    data = report.data
+    metric = data.metrics[0]
+    columns = ["trial", "status", "frames", f"best {metric}", f"last {metric}", "wall s"]
+    params = [k for k in (report.rows[0] if report.rows else {}) if k.startswith("param ")]
+    columns[2:2] = params
+    widths = {c: max(len(c), *(len(_fmt(r.get(c))) for r in report.rows)) if report.rows else len(c) for c in columns}
+    lines = ["  ".join(c.ljust(widths[c]) for c in columns)]
+    lines += ["  ".join(_fmt(r.get(c)).ljust(widths[c]) for c in columns) for r in report.rows]
+    if report.best_command:
+        lines += ["", f"best: {report.best.trial_id}", f"train it: {report.best_command}"]
+    if report.pareto:
+        lines += ["", f"Pareto front: {len(report.pareto)} trial(s)"]
+        if report.hypervolume is not None:
+            lines.append(f"hypervolume: {report.hypervolume:.4g}")
+    lines += ["", f"report: {report.markdown}"]
+    return "\n".join(lines)

@@ -1,0 +1,91 @@
+"""The report's PNG figures (matplotlib, headless)."""
+
+from __future__ import annotations
+
+import pathlib
+from collections.abc import Sequence
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display: a report is written, never shown
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from xdrl.report.data import Trial  # noqa: E402
+
+
+def _save(figure: Any, path: pathlib.Path) -> pathlib.Path:
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def learning_curves(trials: Sequence[Trial], metric: str, best: Trial | None, path: pathlib.Path) -> pathlib.Path:
+    """The search metric against collected frames, one line per trial, the best one highlighted."""
+    figure, axes = plt.subplots(figsize=(8, 4.5))
+    for trial in trials:
+        points = trial.values(metric)
+        if not points:
+            continue
+        frames, values = zip(*points, strict=True)
+        if best is not None and trial.trial_id == best.trial_id:
+            axes.plot(frames, values, color="tab:red", linewidth=2.5, marker="o", label=f"best: {trial.trial_id}", zorder=3)
+        else:
+            axes.plot(frames, values, color="tab:gray", linewidth=1, alpha=0.7, marker=".")
+    axes.set_xlabel("collected frames")
+    axes.set_ylabel(metric)
+    axes.set_title(f"{metric}, all trials")
+    axes.grid(alpha=0.3)
+    if best is not None:
+        axes.legend(loc="best")
+    return _save(figure, path)
+
+
+def optimization_history(values: Sequence[float | None], mode: str, metric: str, path: pathlib.Path) -> pathlib.Path:
+    """Each study trial's value in proposal order, and the best value so far."""
+    figure, axes = plt.subplots(figsize=(8, 4.5))
+    numbers = [i for i, v in enumerate(values) if v is not None]
+    scores = [v for v in values if v is not None]
+    axes.scatter(numbers, scores, color="tab:blue", label="trial value", zorder=3)
+    if scores:
+        running = np.maximum.accumulate(scores) if mode == "max" else np.minimum.accumulate(scores)
+        axes.step(numbers, running, where="post", color="tab:red", label="best so far")
+    axes.set_xlabel("trial (order proposed by the searcher)")
+    axes.set_ylabel(metric)
+    axes.set_title("optimisation history")
+    axes.grid(alpha=0.3)
+    axes.legend(loc="best")
+    return _save(figure, path)
+
+
+def param_importances(importances: dict[str, float], metric: str, path: pathlib.Path) -> pathlib.Path:
+    """Optuna's parameter importances as horizontal bars."""
+    figure, axes = plt.subplots(figsize=(8, max(2.5, 0.6 * len(importances) + 1)))
+    names = list(importances)[::-1]
+    axes.barh(names, [importances[n] for n in names], color="tab:green")
+    axes.set_xlabel(f"importance for {metric} (fANOVA)")
+    axes.set_title("parameter importances")
+    axes.grid(alpha=0.3, axis="x")
+    return _save(figure, path)
+
+
+def pareto_front(
+    points: np.ndarray, mask: np.ndarray, metrics: Sequence[str], reference: Sequence[float] | None, path: pathlib.Path
+) -> pathlib.Path:
+    """Trials' two objectives, the Pareto front marked and joined."""
+    figure, axes = plt.subplots(figsize=(6.5, 5))
+    axes.scatter(points[~mask, 0], points[~mask, 1], color="tab:gray", label="dominated")
+    front = points[mask]
+    order = np.argsort(front[:, 0])
+    axes.plot(front[order, 0], front[order, 1], color="tab:red", marker="o", markersize=8, label="Pareto front")
+    if reference is not None:
+        axes.scatter([reference[0]], [reference[1]], color="black", marker="x", label="reference point")
+    axes.set_xlabel(metrics[0])
+    axes.set_ylabel(metrics[1])
+    axes.set_title("trials and their Pareto front")
+    axes.grid(alpha=0.3)
+    axes.legend(loc="best")
+    return _save(figure, path)
