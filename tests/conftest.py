@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 # Set before any test module imports W&B or Ray.
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
@@ -11,3 +13,13 @@ os.environ.setdefault("WANDB_DISABLE_GIT", "true")
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 os.environ.pop("WANDB_API_KEY", None)
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A local Ray on loopback with 4 logical CPUs and 2 logical GPUs, shut down after the module."""
+    import ray
+
+    ray.init(num_cpus=4, num_gpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()

@@ -5,6 +5,7 @@
     xdrl tune experiment=cartpole_ppo search=optuna        a Ray Tune search (local Ray, or RAY_ADDRESS)
     xdrl tune --resume runs/tune/cartpole_ppo-20261125-1010 restore an interrupted search
     xdrl report runs/tune/cartpole_ppo-20261125-1010        what the search found: report/report.md
+    xdrl confirm runs/tune/cartpole_ppo-20261125-1010 --top 3 --seeds 5   the best ones again, over seeds
     xdrl demo                                               PPO on CartPole with the hook set, no config
 
 Bad configuration prints one line naming the key, the value and what is accepted,
@@ -70,6 +71,15 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _confirm(args: argparse.Namespace) -> int:
+    from xdrl.distributed import confirm
+
+    summary = confirm.confirm(args.directory, top=args.top, seeds=args.seeds, episodes=args.episodes)
+    print(confirm.render(summary))
+    print(f"confirmation experiment: {summary['experiment']}")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from torchrl.record.loggers.wandb import WandbLogger
 
@@ -123,6 +133,15 @@ def build_parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="tables, figures and report.md of a tune experiment")
     report.add_argument("directory", metavar="DIR", help="the experiment directory (runs/tune/<name>)")
     report.set_defaults(func=_report)
+
+    confirm = commands.add_parser("confirm", help="re-run the best configurations of a search over several seeds")
+    confirm.add_argument("directory", metavar="DIR", help="the search's experiment directory")
+    confirm.add_argument("--top", type=int, default=3, help="configurations to confirm (default: %(default)s)")
+    confirm.add_argument("--seeds", type=int, default=5, help="seeds per configuration (default: %(default)s)")
+    confirm.add_argument(
+        "--episodes", type=int, default=10, help="final evaluation episodes per run (default: %(default)s)"
+    )
+    confirm.set_defaults(func=_confirm)
 
     demo = commands.add_parser("demo", help="train PPO on CartPole-v1 with the full xdrl hook set (no config)")
     demo.add_argument("--frames", type=int, default=20_480, help="frames to collect (default: %(default)s)")

@@ -7,7 +7,11 @@ from xdrl.config.schema import EnvConfig
 
 def _config(env_id, weights=None, **kw):
     values = dict(
-        id=env_id, reward_weights=weights, normalize_observations=False, max_episode_steps=None, num_envs=1,
+        id=env_id,
+        reward_weights=weights,
+        normalize_observations=False,
+        max_episode_steps=None,
+        num_envs=1,
         reference_point=None,
     )
     values.update(kw)

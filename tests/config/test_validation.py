@@ -104,4 +104,8 @@ def test_config_error_survives_pickling():
     import pickle
 
     error = pickle.loads(pickle.dumps(ConfigError("algo.lr", -1.0, "a positive number")))
-    assert (error.key, error.value, str(error)) == ("algo.lr", -1.0, "algo.lr=-1.0 is not accepted: expected a positive number")
+    assert (error.key, error.value, str(error)) == (
+        "algo.lr",
+        -1.0,
+        "algo.lr=-1.0 is not accepted: expected a positive number",
+    )

@@ -5,6 +5,7 @@ import signal
 import threading
 import time
 
+import numpy as np
 import optuna
 import pytest
 
@@ -190,10 +191,24 @@ def test_multi_objective_study_holds_the_pareto_front(local_ray, tmp_path):
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(complete) == 2 and all(len(t.values) == 2 for t in complete)
     assert study.best_trials  # the Pareto front
+    finals = []
     for trial_dir in trial_dirs(tmp_path / "pareto"):
         final = results(trial_dir)[-1]
         values = [final[m] for m in plan.search.metric]
         assert any(t.values == values for t in complete)
+        finals.append(values)
+
+    from tests.report.test_report import assert_png
+    from xdrl.report.build import build_report
+    from xdrl.report.pareto import hypervolume, pareto_mask
+
+    report = build_report(tmp_path / "pareto")
+    points = np.array(finals)
+    front = points[pareto_mask(points, ["max", "max"])]
+    assert sorted(tuple(r[m] for m in plan.search.metric) for r in report.pareto) == sorted(map(tuple, front))
+    assert report.hypervolume == pytest.approx(hypervolume(front, [0.0, -25.0], ["max", "max"]))
+    assert_png(report.figures["pareto_front"])
+    assert "Hypervolume against the reference point [0.0, -25.0]" in report.markdown.read_text()
 
 
 def test_sigterm_checkpoints_marks_wandb_preempting_and_tune_restores(local_ray, tmp_path):
@@ -254,7 +269,9 @@ def test_experiment_files_round_trip_through_a_storage_uri(tmp_path):
     assert tuner.read_experiment_file(location, tuner.BASE_CONFIG) == "x: 1\n"
     assert tuner.read_experiment_file(location, "missing.yaml") is None
     plan = tuner.plan(experiment(tmp_path, "uri", "search.num_samples=1"), check_schema=False)
-    tuner.write_experiment_file(f"file://{tmp_path}/bucket/uri", tuner.BASE_CONFIG, __import__("yaml").safe_dump(plan.base))
+    tuner.write_experiment_file(
+        f"file://{tmp_path}/bucket/uri", tuner.BASE_CONFIG, __import__("yaml").safe_dump(plan.base)
+    )
     resumed = tuner.plan_from_directory(f"file://{tmp_path}/bucket/uri")
     assert resumed.experiment_name == "uri" and resumed.storage_path == f"file://{tmp_path}/bucket"
     assert tuner.experiment_location(resumed) == f"file://{tmp_path}/bucket/uri"

@@ -9,6 +9,8 @@ import optuna
 
 from tests.distributed.helpers import experiment, results, trial_dirs
 from tests.helpers import REPO, run_xdrl, xdrl_command
+from tests.report.test_report import snapshot
+from xdrl.report.build import build_report
 from xdrl.wandb_records import find_run_files
 
 
@@ -56,6 +58,13 @@ def test_sigint_then_resume_runs_each_trial_once(tmp_path):
     before = {d.name: len(results(d)) for d in trial_dirs(experiment_dir)}
     finished_before = [name for name, n in before.items() if n == 8]
     assert finished_before, output
+
+    # The report reads an interrupted experiment as it is, without touching it.
+    files = snapshot(experiment_dir)
+    report = build_report(experiment_dir)
+    assert snapshot(experiment_dir) == files
+    assert not report.data.finished and "not finished" in report.markdown.read_text()
+    assert {row["trial"] for row in report.rows} >= {name.split("_")[2] for name in finished_before}
 
     resumed = run_xdrl("tune", "--resume", str(experiment_dir), timeout=600)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr

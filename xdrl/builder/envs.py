@@ -179,7 +179,9 @@ def inspect_env(config: EnvConfig) -> EnvInfo:
         )
     point = config.reference_point
     if point is not None and len(point) != objectives:
-        raise ConfigError("env.reference_point", list(point), f"{objectives} values, one per reward objective of {config.id}")
+        raise ConfigError(
+            "env.reference_point", list(point), f"{objectives} values, one per reward objective of {config.id}"
+        )
     return EnvInfo(config.id, int(observation.shape[0]), discrete, num_actions, action_dim, objectives)
 
 

@@ -107,8 +107,17 @@ def _record_finish(directory: pathlib.Path) -> None:
     path.write_text(json.dumps(history, indent=1))
 
 
-def run_trial(sampled: dict[str, Any], base: dict[str, Any]) -> None:
-    """Ray Tune function trainable: validate, build, restore from Tune's checkpoint if any, train."""
+#: Key of the final evaluation a trial reports when asked for one (``xdrl confirm``).
+FINAL_RETURN = "final/episode_reward_mean"
+
+
+def run_trial(sampled: dict[str, Any], base: dict[str, Any], final_episodes: int = 0) -> None:
+    """Ray Tune function trainable: validate, build, restore from Tune's checkpoint if any, train.
+
+    With ``final_episodes``, the trained policy then plays that many deterministic
+    episodes on a fresh environment and one more report carries their mean
+    return as ``final/episode_reward_mean``.
+    """
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", message=".*experimental/prototype.*")
     from ray import tune
@@ -150,6 +159,11 @@ def run_trial(sampled: dict[str, Any], base: dict[str, Any]) -> None:
     if experiment.checkpoints.stop_reason == PREEMPTED:
         _exit_after_preemption()
         raise TrialPreempted(f"trial {context.get_trial_id()} preempted after iteration {experiment.router.iteration}")
+    if final_episodes:
+        from xdrl.builder.experiment import evaluate
+
+        returns = evaluate(experiment, final_episodes)
+        tune.report({**(experiment.router.last_row or {}), FINAL_RETURN: sum(returns) / len(returns)})
 
 
 def wait_for_trial_shutdown() -> None:

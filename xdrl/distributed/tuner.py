@@ -136,14 +136,25 @@ def _init_ray() -> None:
         ray.init(include_dashboard=False)  # the embedded default: a local Ray on this machine
 
 
+def trainable_class_with(function: Any, base: dict[str, Any]) -> Any:
+    """An xdrl trial trainable for ``function`` (a ``tune.with_parameters`` result) with the config's resources."""
+    from ray import tune
+
+    from xdrl.distributed.trainable import trainable_class
+
+    resources = base["resources"]
+    return tune.with_resources(
+        trainable_class(function), {"cpu": resources["cpus_per_trial"], "gpu": resources["gpus_per_trial"]}
+    )
+
+
 def _trainable(plan_: TunePlan) -> Any:
     from ray import tune
 
-    from xdrl.distributed.trainable import run_trial, trainable_class
+    from xdrl.distributed.trainable import run_trial
 
-    resources = plan_.base["resources"]
-    with_base = trainable_class(tune.with_parameters(run_trial, base={**plan_.base, "search": None}))
-    return tune.with_resources(with_base, {"cpu": resources["cpus_per_trial"], "gpu": resources["gpus_per_trial"]})
+    base = {**plan_.base, "search": None}
+    return trainable_class_with(tune.with_parameters(run_trial, base=base), base)
 
 
 def _tuner(plan_: TunePlan, callbacks: Sequence[Any] = ()) -> Any:

@@ -28,6 +28,8 @@ class Report:
     pareto: list[dict[str, Any]]  # multi-objective: the non-dominated trials
     hypervolume: float | None
     markdown: pathlib.Path
+    #: What ``xdrl confirm`` found, when it ran on this search.
+    confirmation: dict[str, Any] | None = None
 
 
 def _fmt(value: Any) -> str:
@@ -99,9 +101,14 @@ def build_report(directory: str | pathlib.Path) -> Report:
 
         complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
         multi = len(study.directions) > 1
-        values = [(t.values[0] if multi else t.value) if t.state == optuna.trial.TrialState.COMPLETE else None for t in study.trials]
+        values = [
+            (t.values[0] if multi else t.value) if t.state == optuna.trial.TrialState.COMPLETE else None
+            for t in study.trials
+        ]
         if complete:
-            made["optimization_history"] = figures.optimization_history(values, mode, metric, out / "optimization_history.png")
+            made["optimization_history"] = figures.optimization_history(
+                values, mode, metric, out / "optimization_history.png"
+            )
         try:
             target = (lambda t: t.values[0]) if multi else None
             importances = optuna.importance.get_param_importances(study, target=target)
@@ -115,16 +122,25 @@ def build_report(directory: str | pathlib.Path) -> Report:
         if finished:
             points = np.array([[t.last(m) for m in data.metrics] for t in finished])
             mask = pareto_mask(points, data.modes)
-            pareto = [{"trial": t.trial_id, **dict(zip(data.metrics, p, strict=True)), **t.params} for t, p, m in zip(finished, points, mask, strict=True) if m]
+            pareto = [
+                {"trial": t.trial_id, **dict(zip(data.metrics, p, strict=True)), **t.params}
+                for t, p, m in zip(finished, points, mask, strict=True)
+                if m
+            ]
             reference = data.base["env"].get("reference_point")
             if reference is not None:
                 volume = hypervolume(points[mask], reference, data.modes)
             else:
                 notes.append("no env.reference_point in the config: no hypervolume")
             if len(data.metrics) == 2:
-                made["pareto_front"] = figures.pareto_front(points, mask, data.metrics, reference, out / "pareto_front.png")
+                made["pareto_front"] = figures.pareto_front(
+                    points, mask, data.metrics, reference, out / "pareto_front.png"
+                )
 
-    report = Report(data, rows, best, command, made, notes, pareto, volume, out / "report.md")
+    from xdrl.distributed.confirm import load_summary
+
+    confirmation = load_summary(data.directory)
+    report = Report(data, rows, best, command, made, notes, pareto, volume, out / "report.md", confirmation)
     report.markdown.write_text(render_markdown(report))
     return report
 
@@ -174,6 +190,20 @@ def render_markdown(report: Report) -> str:
         if report.hypervolume is not None:
             point = data.base["env"]["reference_point"]
             lines += ["", f"Hypervolume against the reference point {point}: {report.hypervolume:.4g}"]
+    if report.confirmation:
+        from xdrl.distributed.confirm import render
+
+        lines += [
+            "",
+            "## Seeds: the best configurations again (`xdrl confirm`)",
+            "",
+            "Interquartile mean of the final deterministic evaluation return over seeds, with a stratified",
+            "bootstrap 95% interval (Agarwal et al., 2021), and the probability that one configuration beats another.",
+            "",
+            "```",
+            render(report.confirmation),
+            "```",
+        ]
     if report.notes:
         lines += ["", "## Notes", ""] + [f"- {note}" for note in report.notes]
     return "\n".join(lines) + "\n"

@@ -45,7 +45,11 @@ class Trial:
         Tune results, where a value repeated from the previous result counts once.
         """
         if self.rows:
-            return [(int(r.get("counters/total_frames", 0)), float(r[metric])) for r in self.rows if r.get(metric) is not None]
+            return [
+                (int(r.get("counters/total_frames", 0)), float(r[metric]))
+                for r in self.rows
+                if r.get(metric) is not None
+            ]
         points, last = [], None
         for row in self.results:
             if row.get(metric) is not None:
@@ -165,7 +169,9 @@ def load_experiment(directory: str | pathlib.Path) -> ExperimentData:
         info = state.get(trial_id, {})
         status = info.get("status") or ("RUNNING" if results else "PENDING")
         rows = _read_results(trial_dir / "metrics.jsonl")
-        trials.append(Trial(trial_id, trial_dir.name, trial_dir, status, params, results, info.get("failures", 0), rows))
+        trials.append(
+            Trial(trial_id, trial_dir.name, trial_dir, status, params, results, info.get("failures", 0), rows)
+        )
         seen.add(trial_id)
     for trial_id, info in state.items():  # trials Tune knows that have not written anything yet
         if trial_id not in seen:

@@ -32,7 +32,9 @@ def learning_curves(trials: Sequence[Trial], metric: str, best: Trial | None, pa
             continue
         frames, values = zip(*points, strict=True)
         if best is not None and trial.trial_id == best.trial_id:
-            axes.plot(frames, values, color="tab:red", linewidth=2.5, marker="o", label=f"best: {trial.trial_id}", zorder=3)
+            axes.plot(
+                frames, values, color="tab:red", linewidth=2.5, marker="o", label=f"best: {trial.trial_id}", zorder=3
+            )
         else:
             axes.plot(frames, values, color="tab:gray", linewidth=1, alpha=0.7, marker=".")
     axes.set_xlabel("collected frames")

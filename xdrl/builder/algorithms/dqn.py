@@ -10,6 +10,7 @@ from tensordict.nn import TensorDictSequential
 from torchrl.data import LazyTensorStorage, ReplayBuffer
 from torchrl.modules import EGreedyModule, QValueActor
 from torchrl.objectives import DQNLoss, HardUpdate
+from torchrl.trainers import LRSchedulerHook
 from torchrl.trainers.algorithms import DQNTrainer
 
 from xdrl.builder.algorithms.common import AlgorithmParts, BuildContext, make_collector, make_trainer, mlp
@@ -21,6 +22,8 @@ class DQNConfig:
 
     name: str
     lr: float
+    #: Decay the learning rate linearly over the run (steadier final policy).
+    anneal_lr: bool
     gamma: float
     batch_size: int
     buffer_size: int
@@ -60,18 +63,25 @@ def build(config: DQNConfig, ctx: BuildContext) -> AlgorithmParts:
     buffer = ReplayBuffer(
         storage=LazyTensorStorage(config.buffer_size, device=ctx.device), batch_size=config.batch_size
     )
+    optimizer = torch.optim.Adam(loss.parameters(), lr=config.lr)
     trainer = make_trainer(
         DQNTrainer,
         ctx,
         collector=make_collector(ctx, policy),
         optim_steps_per_batch=config.optim_steps_per_batch,
         loss_module=loss,
-        optimizer=torch.optim.Adam(loss.parameters(), lr=config.lr),
+        optimizer=optimizer,
         replay_buffer=buffer,
         target_net_updater=HardUpdate(loss, value_network_update_interval=config.target_update_interval),
         greedy_module=greedy,
         clip_norm=config.max_grad_norm,
     )
+    if config.anneal_lr:
+        iterations = max(ctx.total_frames // ctx.frames_per_batch, 1)
+        schedule = torch.optim.lr_scheduler.LinearLR(
+            optimizer, start_factor=1.0, end_factor=1e-3, total_iters=iterations
+        )
+        LRSchedulerHook(schedule).register(trainer)  # stepped once per collected batch, part of the trainer state
 
     def extra_state() -> dict[str, Any]:
         return {
