@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import pathlib
+import threading
+import time
 
 #: A 4-iteration PPO CartPole run (128 frames each) with evaluation every 2 iterations.
 TINY_PPO = [
@@ -37,3 +40,38 @@ def results(trial_dir: pathlib.Path) -> list[dict]:
 
 def trial_info(trial_dir: pathlib.Path) -> list[dict]:
     return json.loads((trial_dir / "trial_info.json").read_text())
+
+
+def has_checkpoint(trial_dir: pathlib.Path) -> bool:
+    return any(trial_dir.glob("checkpoint_*"))
+
+
+def iterations_at_least(count: int):
+    from xdrl.builder.metrics import read_metrics_file
+
+    return lambda trial_dir: len(read_metrics_file(trial_dir / "metrics.jsonl")) >= count
+
+
+@contextlib.contextmanager
+def when_first_trial(experiment_dir: pathlib.Path, ready, act, timeout: float = 300.0):
+    """While the body runs an experiment, call ``act(trial_dir)`` once its first trial is ``ready``.
+
+    Yields the list that receives what ``act`` returned (empty if the moment never came).
+    """
+    outcome: list = []
+
+    def watch() -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            dirs = trial_dirs(experiment_dir) if experiment_dir.exists() else []
+            if dirs and (dirs[0] / "trial_info.json").exists() and ready(dirs[0]):
+                outcome.append(act(dirs[0]))
+                return
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=watch)
+    thread.start()
+    try:
+        yield outcome
+    finally:
+        thread.join()

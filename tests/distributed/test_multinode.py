@@ -1,12 +1,9 @@
 """Node loss on a multi-node Ray (ray.cluster_utils.Cluster on loopback): the trial moves and resumes."""
 
-import threading
-import time
-
 import optuna
 import pytest
 
-from tests.distributed.helpers import experiment, results, trial_dirs, trial_info
+from tests.distributed.helpers import experiment, has_checkpoint, results, trial_dirs, trial_info, when_first_trial
 from xdrl.builder.metrics import read_metrics_file
 from xdrl.distributed import tuner
 from xdrl.wandb_records import find_run_files, read_run
@@ -42,24 +39,15 @@ def test_trial_resumes_on_the_other_node_after_its_node_is_removed(cluster, tmp_
             "search.max_failures=3",
         )
     )
-    removed = []
 
-    def remove_the_trials_node():
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            dirs = trial_dirs(tmp_path / "nodeloss") if (tmp_path / "nodeloss").exists() else []
-            if dirs and any(dirs[0].glob("checkpoint_*")) and (dirs[0] / "trial_info.json").exists():
-                node_id = trial_info(dirs[0])[-1]["node_id"]
-                (node,) = [w for w in workers if w.node_id == node_id]
-                removed.append((node_id, len(read_metrics_file(dirs[0] / "metrics.jsonl"))))
-                ray_cluster.remove_node(node)
-                return
-            time.sleep(0.1)
+    def remove_its_node(trial_dir):
+        node_id = trial_info(trial_dir)[-1]["node_id"]
+        (node,) = [w for w in workers if w.node_id == node_id]
+        ray_cluster.remove_node(node)
+        return node_id, len(read_metrics_file(trial_dir / "metrics.jsonl"))
 
-    thread = threading.Thread(target=remove_the_trials_node)
-    thread.start()
-    grid = tuner.run(plan)
-    thread.join()
+    with when_first_trial(tmp_path / "nodeloss", has_checkpoint, remove_its_node) as removed:
+        grid = tuner.run(plan)
     assert removed, "the trial's node was never removed"
     assert not grid.errors
     (trial_dir,) = trial_dirs(tmp_path / "nodeloss")

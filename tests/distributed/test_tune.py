@@ -2,14 +2,20 @@
 
 import os
 import signal
-import threading
-import time
 
 import numpy as np
 import optuna
 import pytest
 
-from tests.distributed.helpers import experiment, results, trial_dirs, trial_info
+from tests.distributed.helpers import (
+    experiment,
+    has_checkpoint,
+    iterations_at_least,
+    results,
+    trial_dirs,
+    trial_info,
+    when_first_trial,
+)
 from xdrl.builder.metrics import read_metrics_file
 from xdrl.distributed import tuner
 from xdrl.wandb_records import find_run_files, read_run
@@ -88,23 +94,14 @@ def test_killed_trial_worker_resumes_from_its_checkpoint(local_ray, tmp_path):
             "hooks.eval.interval_frames=512",
         )
     )
-    killed = []
 
-    def kill_after_first_checkpoint():
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline:
-            dirs = trial_dirs(tmp_path / "fault") if (tmp_path / "fault").exists() else []
-            if dirs and any(dirs[0].glob("checkpoint_*")) and (dirs[0] / "trial_info.json").exists():
-                pid = trial_info(dirs[0])[-1]["pid"]
-                os.kill(pid, signal.SIGKILL)
-                killed.append((pid, len(read_metrics_file(dirs[0] / "metrics.jsonl"))))
-                return
-            time.sleep(0.1)
+    def kill(trial_dir):
+        pid = trial_info(trial_dir)[-1]["pid"]
+        os.kill(pid, signal.SIGKILL)
+        return pid, len(read_metrics_file(trial_dir / "metrics.jsonl"))
 
-    killer = threading.Thread(target=kill_after_first_checkpoint)
-    killer.start()
-    grid = tuner.run(plan)
-    killer.join()
+    with when_first_trial(tmp_path / "fault", has_checkpoint, kill) as killed:
+        grid = tuner.run(plan)
     assert killed, "the trial was never killed"
     assert not grid.errors
     (trial_dir,) = trial_dirs(tmp_path / "fault")
@@ -223,27 +220,14 @@ def test_sigterm_checkpoints_marks_wandb_preempting_and_tune_restores(local_ray,
             "hooks.eval.interval_frames=512",
         )
     )
-    signalled = []
 
-    def preempt_after_two_iterations():
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline:
-            dirs = trial_dirs(tmp_path / "preempt") if (tmp_path / "preempt").exists() else []
-            if (
-                dirs
-                and (dirs[0] / "trial_info.json").exists()
-                and len(read_metrics_file(dirs[0] / "metrics.jsonl")) >= 2
-            ):
-                pid = trial_info(dirs[0])[-1]["pid"]
-                os.kill(pid, signal.SIGTERM)
-                signalled.append(pid)
-                return
-            time.sleep(0.05)
+    def preempt(trial_dir):
+        pid = trial_info(trial_dir)[-1]["pid"]
+        os.kill(pid, signal.SIGTERM)
+        return pid
 
-    thread = threading.Thread(target=preempt_after_two_iterations)
-    thread.start()
-    grid = tuner.run(plan)
-    thread.join()
+    with when_first_trial(tmp_path / "preempt", iterations_at_least(2), preempt) as signalled:
+        grid = tuner.run(plan)
     assert signalled and not grid.errors
     (trial_dir,) = trial_dirs(tmp_path / "preempt")
     attempts = trial_info(trial_dir)

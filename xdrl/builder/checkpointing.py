@@ -13,10 +13,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import pathlib
 import random
-import tempfile
 from collections.abc import Callable
 from typing import Any
 
@@ -26,7 +24,7 @@ from tensordict import TensorDictBase
 from torchrl.trainers import Trainer
 
 from xdrl.trainer_hooks._shutdown import train_error
-from xdrl.trainer_hooks.checkpoints import atomic_torch_save
+from xdrl.trainer_hooks.checkpoints import atomic_torch_save, atomic_write
 
 _log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
@@ -36,17 +34,7 @@ PREEMPTED = "preempted"
 
 def atomic_write_text(path: pathlib.Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda handle: handle.write(text.encode()))
 
 
 def _sha256(path: pathlib.Path) -> str:

@@ -35,7 +35,10 @@ def _scalar(value: Any) -> float | int:
 
 
 def read_metrics_file(path: str | pathlib.Path) -> list[dict[str, Any]]:
-    """Rows of a ``metrics.jsonl`` file; a torn last line (a crash mid-write) is ignored."""
+    """Rows of a JSON-lines file (``metrics.jsonl``, Tune's ``result.json``); a torn last line is ignored.
+
+    A torn line is what a crash, or a writer still at work, leaves.
+    """
     path = pathlib.Path(path)
     if not path.exists():
         return []

@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from xdrl.builder.metrics import read_metrics_file
 from xdrl.config.errors import ConfigError
 from xdrl.distributed.tuner import BASE_CONFIG
 
@@ -96,18 +97,6 @@ class ExperimentData:
         return mode if isinstance(mode, list) else [mode]
 
 
-def _read_results(path: pathlib.Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            break  # a result still being written
-    return rows
-
-
 def _tune_state(directory: pathlib.Path) -> dict[str, dict[str, Any]]:
     """Trial id -> status, config, directory and failures, from Tune's newest experiment state."""
     states = sorted(directory.glob("experiment_state-*.json"))
@@ -163,12 +152,12 @@ def load_experiment(directory: str | pathlib.Path) -> ExperimentData:
     trials = []
     seen = set()
     for trial_dir in sorted(p for p in directory.iterdir() if (p / "params.json").exists()):
-        results = _read_results(trial_dir / "result.json")
+        results = read_metrics_file(trial_dir / "result.json")
         params = json.loads((trial_dir / "params.json").read_text())
         trial_id = results[-1]["trial_id"] if results else trial_dir.name.split("_")[2]
         info = state.get(trial_id, {})
         status = info.get("status") or ("RUNNING" if results else "PENDING")
-        rows = _read_results(trial_dir / "metrics.jsonl")
+        rows = read_metrics_file(trial_dir / "metrics.jsonl")
         trials.append(
             Trial(trial_id, trial_dir.name, trial_dir, status, params, results, info.get("failures", 0), rows)
         )

@@ -5,14 +5,15 @@ from __future__ import annotations
 import os
 import pathlib
 import tempfile
-from typing import Any
+from collections.abc import Callable
+from typing import Any, BinaryIO
 
 import torch
 from torchrl.trainers.trainers import Trainer, TrainerHookBase
 
 
-def atomic_torch_save(obj: Any, path: pathlib.Path) -> None:
-    """``torch.save`` to a temporary file in the same directory, fsync, then rename.
+def atomic_write(path: pathlib.Path, write: Callable[[BinaryIO], None]) -> None:
+    """Let ``write`` fill a temporary file in the same directory, fsync it, then rename it to ``path``.
 
     A crash at any point leaves either the previous file or the complete new one,
     never a truncated file that a later load would trip over.
@@ -21,13 +22,18 @@ def atomic_torch_save(obj: Any, path: pathlib.Path) -> None:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_name, path)
     except BaseException:
         pathlib.Path(tmp_name).unlink(missing_ok=True)
         raise
+
+
+def atomic_torch_save(obj: Any, path: pathlib.Path) -> None:
+    """``torch.save`` through :func:`atomic_write`."""
+    atomic_write(path, lambda handle: torch.save(obj, handle))
 
 
 def resolve_attribute_path(root: Any, path: str, *, owner: str, key: str) -> Any:

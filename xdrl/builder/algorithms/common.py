@@ -34,6 +34,14 @@ class BuildContext:
     logger: Any
     progress_bar: bool
 
+    def action_spec(self) -> Any:
+        """The training environment's action spec (read from a throw-away instance)."""
+        probe = self.make_env()
+        try:
+            return probe.action_spec
+        finally:
+            probe.close()
+
 
 @dataclasses.dataclass
 class AlgorithmParts:

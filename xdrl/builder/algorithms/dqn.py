@@ -43,9 +43,7 @@ class DQNConfig:
 
 def build(config: DQNConfig, ctx: BuildContext) -> AlgorithmParts:
     """Q-network, epsilon-greedy policy, DQN loss, replay buffer and TorchRL's ``DQNTrainer``."""
-    probe = ctx.make_env()
-    action_spec = probe.action_spec
-    probe.close()
+    action_spec = ctx.action_spec()
     info = ctx.env_info
     q_net = mlp(info.observation_dim, info.num_actions, config.hidden_sizes, config.activation, ctx.device)
     actor = QValueActor(q_net, in_keys=["observation"], spec=action_spec)

@@ -44,9 +44,7 @@ class PPOConfig:
 
 def build(config: PPOConfig, ctx: BuildContext) -> AlgorithmParts:
     """Actor, critic, clipped PPO loss, collector and TorchRL's ``PPOTrainer``."""
-    probe = ctx.make_env()
-    action_spec = probe.action_spec
-    probe.close()
+    action_spec = ctx.action_spec()
     info = ctx.env_info
     actor = stochastic_actor(info, action_spec, config.hidden_sizes, config.activation, ctx.device)
     critic = ValueOperator(

@@ -42,9 +42,7 @@ class SACConfig:
 
 def build(config: SACConfig, ctx: BuildContext) -> AlgorithmParts:
     """Tanh-normal actor, twin Q-networks, SAC loss, replay buffer and TorchRL's ``SACTrainer``."""
-    probe = ctx.make_env()
-    action_spec = probe.action_spec
-    probe.close()
+    action_spec = ctx.action_spec()
     info = ctx.env_info
     actor = stochastic_actor(info, action_spec, config.hidden_sizes, config.activation, ctx.device)
     qvalue = ValueOperator(
