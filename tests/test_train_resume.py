@@ -13,7 +13,7 @@ from xdrl.builder.metrics import read_metrics_file
 from xdrl.wandb_records import find_run_files, read_run
 
 FRAMES_PER_BATCH = 256
-ITERATIONS = 16
+ITERATIONS = 12
 ARGS = [
     "experiment=cartpole_dqn",
     f"collector.total_frames={FRAMES_PER_BATCH * ITERATIONS}",
@@ -97,7 +97,7 @@ def test_sigkill_then_resume_continues_without_gaps_or_duplicates(tmp_path, unin
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=30)
     killed_at = len(read_metrics_file(output_dir / "metrics.jsonl"))
-    assert 6 <= killed_at < ITERATIONS
+    assert 4 <= killed_at < ITERATIONS
 
     result = run_xdrl("train", "--resume", str(output_dir), "--no-progress", check=True)
     assert "resumed from:" in result.stdout

@@ -35,7 +35,7 @@ def test_sigint_then_resume_runs_each_trial_once(tmp_path):
         "search.num_samples=3",
         "search.max_concurrent_trials=1",
         "search.scheduler=none",
-        "collector.total_frames=1024",
+        "collector.total_frames=512",
     )
     env = {**os.environ, "WANDB_MODE": "offline", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
     process = subprocess.Popen(
@@ -48,15 +48,15 @@ def test_sigint_then_resume_runs_each_trial_once(tmp_path):
         return [len(results(d)) for d in dirs]
 
     deadline = time.monotonic() + 300
-    # Wait for the first trial to finish (8 iterations) and the second to be running.
-    while not (len(progress()) >= 2 and 8 in progress() and any(0 < n < 8 for n in progress())):
+    # Wait for the first trial to finish (4 iterations) and the second to be running.
+    while not (len(progress()) >= 2 and 4 in progress() and any(0 < n < 4 for n in progress())):
         assert process.poll() is None, process.stdout.read()
         assert time.monotonic() < deadline, progress()
         time.sleep(0.2)
     process.send_signal(signal.SIGINT)
     output, _ = process.communicate(timeout=180)
     before = {d.name: len(results(d)) for d in trial_dirs(experiment_dir)}
-    finished_before = [name for name, n in before.items() if n == 8]
+    finished_before = [name for name, n in before.items() if n == 4]
     assert finished_before, output
 
     # The report reads an interrupted experiment as it is, without touching it.
@@ -73,13 +73,10 @@ def test_sigint_then_resume_runs_each_trial_once(tmp_path):
     assert len(dirs) == 3  # num_samples trials in all
     for trial_dir in dirs:
         reported = results(trial_dir)
-        assert reported[-1]["counters/iter"] == 8
-        iterations = [r["counters/iter"] for r in reported]
+        assert reported[-1]["counters/iter"] == 4
         if trial_dir.name in finished_before:
-            assert len(reported) == 8 == before[trial_dir.name]  # not re-run
+            assert len(reported) == 4 == before[trial_dir.name]  # not re-run
             assert len(find_run_files(trial_dir / "wandb")) == 1
-        else:
-            assert iterations[-1] == 8
     study = optuna.load_study(study_name="interrupted", storage=f"sqlite:///{experiment_dir / 'optuna.db'}")
     assert len(study.trials) <= 4  # the interrupted trial may be told once per attempt, never more samples
     assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials) == 3

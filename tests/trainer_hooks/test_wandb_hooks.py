@@ -21,10 +21,18 @@ def _trainer(tmp_path, total_frames=512, **hook_kwargs):
     return trainer, logger
 
 
-def _records(tmp_path, logger):
+def _records(tmp_path, logger, timeout=15.0):
+    """The run file read back; for a finished run, once W&B's service has written its exit record."""
+    import time
+
     files = find_run_files(tmp_path, logger.experiment.id)
     assert len(files) == 1
-    return read_run(files[0])
+    deadline = time.monotonic() + timeout
+    records = read_run(files[0])
+    while logger.experiment._is_finished and not records.finished and time.monotonic() < deadline:
+        time.sleep(0.1)  # run.finish() returns when the service has the exit; it reaches the file just after
+        records = read_run(files[0])
+    return records
 
 
 def test_one_row_per_iteration_with_every_metric(tmp_path):

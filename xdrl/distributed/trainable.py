@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -27,6 +28,7 @@ TRIAL_SHUT_DOWN = threading.Event()
 TRIAL_SHUT_DOWN.set()
 #: The running trial's checkpoint hook, for the SIGTERM handler (one trial per actor process).
 _RUNNING: dict[str, Any] = {}
+_PREEMPTION_LOCK = threading.Lock()
 
 
 class TrialPreempted(RuntimeError):
@@ -36,31 +38,49 @@ class TrialPreempted(RuntimeError):
 def install_preemption_handler() -> None:
     """On SIGTERM, let the running trial checkpoint, flush and finish W&B (as preempting), then exit.
 
-    Must run in the actor's main thread (Trainable setup). The handler only asks
-    the training thread to stop after the current iteration; the training
-    thread re-delivers SIGTERM to Ray's own handler when its shutdown is over.
+    Must run in the actor's main thread (Trainable setup). Python runs signal
+    handlers in the main thread only, and a Ray actor's main thread sits in Ray's
+    C++ task loop, so a handler could wait for seconds. The signal is therefore
+    also written to a wake-up pipe that a watcher thread reads at once; either
+    path asks the training thread to stop after the current iteration. The trial
+    then ends with :class:`TrialPreempted` once its checkpoint is reported, and
+    Tune, having seen that checkpoint, lets the process go and retries the trial
+    elsewhere. Without a trial training in this process, SIGTERM does what Ray
+    makes it do.
     """
+    from xdrl.builder.checkpointing import PREEMPTED
+
     previous = signal.getsignal(signal.SIGTERM)
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)
+    earlier_wakeup = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+
+    def preempt() -> bool:
+        with _PREEMPTION_LOCK:
+            checkpoints = _RUNNING.get("checkpoints")
+            if not _RUNNING.get("preempting") and checkpoints is not None and not TRIAL_SHUT_DOWN.is_set():
+                _RUNNING["preempting"] = True
+                checkpoints.request_stop(PREEMPTED)
+            return bool(_RUNNING.get("preempting"))
+
+    def watch() -> None:
+        while True:
+            data = os.read(read_fd, 64)
+            if earlier_wakeup != -1:  # keep whoever listened before informed
+                with contextlib.suppress(OSError):
+                    os.write(earlier_wakeup, data)
+            if signal.SIGTERM in data:
+                preempt()
 
     def handler(signum: int, frame: Any) -> None:
-        from xdrl.builder.checkpointing import PREEMPTED
+        if preempt():
+            return  # the trial stops, reports its checkpoint, and Tune lets this process go
+        signal.signal(signal.SIGTERM, previous)
+        if callable(previous):
+            previous(signum, frame)
 
-        checkpoints = _RUNNING.get("checkpoints")
-        if checkpoints is None or TRIAL_SHUT_DOWN.is_set():
-            signal.signal(signal.SIGTERM, previous)
-            if callable(previous):
-                previous(signum, frame)
-            return
-        _RUNNING["previous_handler"] = previous
-        checkpoints.request_stop(PREEMPTED)
-
+    threading.Thread(target=watch, name="xdrl-sigterm-watcher", daemon=True).start()
     signal.signal(signal.SIGTERM, handler)
-
-
-def _exit_after_preemption() -> None:
-    previous = _RUNNING.pop("previous_handler", signal.SIG_DFL)
-    signal.signal(signal.SIGTERM, previous)
-    os.kill(os.getpid(), signal.SIGTERM)  # Ray's handler ends the worker
 
 
 def wandb_run_id(trial_id: str) -> str:
@@ -157,7 +177,6 @@ def run_trial(sampled: dict[str, Any], base: dict[str, Any], final_episodes: int
     from xdrl.builder.checkpointing import PREEMPTED
 
     if experiment.checkpoints.stop_reason == PREEMPTED:
-        _exit_after_preemption()
         raise TrialPreempted(f"trial {context.get_trial_id()} preempted after iteration {experiment.router.iteration}")
     if final_episodes:
         from xdrl.builder.experiment import evaluate
