@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import os
 import pathlib
+import secrets
 import signal
 import socket
 import subprocess
@@ -93,6 +94,9 @@ def ray_head(num_cpus: int = 4, num_gpus: int = 2) -> Iterator[Head]:
     env = {
         **os.environ,
         "RAY_AUTH_MODE": "token",
+        # A token of this head's own, in the environment only: a fresh machine has no ~/.ray/auth_token,
+        # and the test leaves the user's home alone.
+        "RAY_AUTH_TOKEN": secrets.token_hex(32),
         "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
         "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}",  # as for a user with the venv activated
     }
@@ -111,7 +115,9 @@ def ray_head(num_cpus: int = 4, num_gpus: int = 2) -> Iterator[Head]:
         "--disable-usage-stats",
     ]
     try:
-        subprocess.run(command, env=env, check=True, timeout=180, capture_output=True)
+        started = subprocess.run(command, env=env, timeout=180, capture_output=True, text=True)
+        if started.returncode != 0:
+            raise RuntimeError(f"`ray start` exited with {started.returncode}:\n{started.stderr[-3000:]}")
         head = Head(f"http://127.0.0.1:{dashboard_port}", env, temp_dir)
         _wait_for_job_agent(head)
         yield head
