@@ -8,9 +8,8 @@ import pathlib
 import threading
 import time
 
-#: A 4-iteration PPO CartPole run (128 frames each) with evaluation every 2 iterations.
-TINY_PPO = [
-    "experiment=cartpole_ppo",
+#: A 4-iteration PPO run (128 frames each) with evaluation every 2 iterations, for any PPO preset.
+TINY_PPO_BUDGET = [
     "env.num_envs=1",
     "collector.frames_per_batch=128",
     "collector.total_frames=512",
@@ -18,9 +17,15 @@ TINY_PPO = [
     "algo.epochs=2",
     "hooks.eval.interval_frames=256",
     "hooks.eval.max_steps=50",
-    "checkpoint.interval=2",
-    "search=optuna",
     "search.spaces.ppo.algo.epochs.high=6",
+]
+
+#: The tiny budget on CartPole with Optuna, checkpoints every 2 iterations.
+TINY_PPO = [
+    "experiment=cartpole_ppo",
+    "search=optuna",
+    *TINY_PPO_BUDGET,
+    "checkpoint.interval=2",
     "search.asha.grace_period=1",
 ]
 

@@ -8,6 +8,7 @@ import optuna
 import pytest
 
 from tests.distributed.helpers import (
+    TINY_PPO_BUDGET,
     experiment,
     has_checkpoint,
     iterations_at_least,
@@ -168,15 +169,8 @@ def test_multi_objective_study_holds_the_pareto_front(local_ray, tmp_path):
     plan = tuner.plan(
         [
             "experiment=deep_sea_treasure_ppo",
-            "env.num_envs=1",
-            "collector.frames_per_batch=128",
-            "collector.total_frames=512",
-            "algo.minibatch_size=64",
-            "algo.epochs=2",
-            "hooks.eval.interval_frames=256",
-            "hooks.eval.max_steps=50",
             "search=optuna_multi_objective",
-            "search.spaces.ppo.algo.epochs.high=6",
+            *TINY_PPO_BUDGET,
             "search.num_samples=2",
             f"search.storage_path={tmp_path}",
             "search.experiment_name=pareto",
