@@ -1,5 +1,8 @@
 """Node loss on a multi-node Ray (ray.cluster_utils.Cluster on loopback): the trial moves and resumes."""
 
+import shutil
+import tempfile
+
 import optuna
 import pytest
 
@@ -15,7 +18,10 @@ def cluster():
     from ray.cluster_utils import Cluster
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "num_gpus": 0})
-    workers = [cluster.add_node(num_cpus=2, num_gpus=1) for _ in range(2)]
+    # Each worker node gets a temp dir of its own, as a machine has its own disk: Tune's staging
+    # directories on one node are not seen by the driver or by another node.
+    disks = [tempfile.mkdtemp(prefix="xn", dir="/tmp") for _ in range(2)]  # short: socket paths live below
+    workers = [cluster.add_node(num_cpus=2, num_gpus=1, temp_dir=disk) for disk in disks]
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, log_to_driver=False)
     try:
@@ -23,11 +29,14 @@ def cluster():
     finally:
         ray.shutdown()
         cluster.shutdown()
+        for disk in disks:
+            shutil.rmtree(disk, ignore_errors=True)
 
 
 def test_trial_resumes_on_the_other_node_after_its_node_is_removed(cluster, tmp_path):
     ray_cluster, workers = cluster
-    # The storage path is a local directory standing for shared storage (NFS, a bucket): every node sees it.
+    # The storage path is a local directory standing for a shared mount (NFS, EFS): every node sees it,
+    # and the trial writes its own files there (metrics, W&B, trial info) from whichever node it runs on.
     plan = tuner.plan(
         experiment(
             tmp_path,

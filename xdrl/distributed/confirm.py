@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from xdrl.builder.checkpointing import atomic_write_text
 from xdrl.config.errors import ConfigError
 from xdrl.distributed import tuner
 from xdrl.report import stats
@@ -24,13 +25,17 @@ CONFIRM_FILE = "confirm.json"
 
 
 def run_confirm_trial(
-    sampled: dict[str, Any], base: dict[str, Any], candidates: list[dict[str, Any]], final_episodes: int
+    sampled: dict[str, Any],
+    base: dict[str, Any],
+    candidates: list[dict[str, Any]],
+    final_episodes: int,
+    experiment_dir: str,
 ) -> None:
     """Trainable: candidate ``xdrl_candidate`` of the search with seed ``seed``."""
     from xdrl.distributed.trainable import run_trial
 
     values = {**candidates[sampled["xdrl_candidate"]], "seed": sampled["seed"]}
-    run_trial(values, base, final_episodes=final_episodes)
+    run_trial(values, base, final_episodes=final_episodes, experiment_dir=experiment_dir)
 
 
 def top_candidates(directory: pathlib.Path, top: int) -> tuple[Any, list[dict[str, Any]], list[Any]]:
@@ -67,7 +72,14 @@ def confirm(directory: str | pathlib.Path, *, top: int, seeds: int, episodes: in
     name = f"{data.name}-confirm"
     tuner._init_ray()
     trainable = tuner.trainable_class_with(
-        tune.with_parameters(run_confirm_trial, base=base, candidates=candidates, final_episodes=episodes), base
+        tune.with_parameters(
+            run_confirm_trial,
+            base=base,
+            candidates=candidates,
+            final_episodes=episodes,
+            experiment_dir=str(directory.parent / name),
+        ),
+        base,
     )
     grid = tune.Tuner(
         trainable,
@@ -92,7 +104,7 @@ def confirm(directory: str | pathlib.Path, *, top: int, seeds: int, episodes: in
     summary = summarize(candidates, [t.trial_id for t in trials], scores)
     summary["experiment"] = str(directory.parent / name)
     (directory.parent / name).mkdir(exist_ok=True)
-    (directory.parent / name / CONFIRM_FILE).write_text(json.dumps(summary, indent=1))
+    atomic_write_text(directory.parent / name / CONFIRM_FILE, json.dumps(summary, indent=1))
     return summary
 
 

@@ -15,6 +15,7 @@ import time
 import warnings
 from typing import Any
 
+from xdrl.builder.checkpointing import atomic_write_text
 from xdrl.distributed.bridge import CHECKPOINT_FILE, TuneReportHook
 from xdrl.distributed.search import with_values
 
@@ -88,15 +89,25 @@ def wandb_run_id(trial_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "-", trial_id)
 
 
-def trial_config(base: dict[str, Any], sampled: dict[str, Any], context: Any) -> dict[str, Any]:
-    """The base experiment config with the trial's sampled values and its W&B identity."""
+def trial_config(
+    base: dict[str, Any], sampled: dict[str, Any], context: Any, experiment_dir: str | None = None
+) -> dict[str, Any]:
+    """The base experiment config with the trial's sampled values, its W&B identity and its directory.
+
+    With ``experiment_dir`` (the experiment's directory when the storage is a path
+    every node mounts), the trial writes its files (metrics, trial info, policy
+    and trainer checkpoints, W&B) straight into its directory there, from whichever
+    node it runs on. Otherwise (a bucket URI) they stay in Tune's staging directory
+    on the trial's node.
+    """
     raw = with_values(base, sampled)
     raw["search"] = None
     logger = raw["logger"]
     logger["run_id"] = wandb_run_id(context.get_trial_id())
     logger["group"] = logger["group"] or context.get_experiment_name()
     logger["run_name"] = context.get_trial_name()
-    raw["output_dir"] = context.get_trial_dir()
+    staging = pathlib.Path(context.get_trial_dir())
+    raw["output_dir"] = str(pathlib.Path(experiment_dir) / staging.name) if experiment_dir else str(staging)
     return raw
 
 
@@ -117,24 +128,26 @@ def _write_trial_info(directory: pathlib.Path, device: Any, started: float) -> N
     path = directory / TRIAL_INFO
     history = json.loads(path.read_text()) if path.exists() else []
     history.append(info)
-    path.write_text(json.dumps(history, indent=1))
+    atomic_write_text(path, json.dumps(history, indent=1))
 
 
 def _record_finish(directory: pathlib.Path) -> None:
     path = directory / TRIAL_INFO
     history = json.loads(path.read_text())
     history[-1]["finished"] = time.time()
-    path.write_text(json.dumps(history, indent=1))
+    atomic_write_text(path, json.dumps(history, indent=1))
 
 
 #: Key of the final evaluation a trial reports when asked for one (``xdrl confirm``).
 FINAL_RETURN = "final/episode_reward_mean"
 
 
-def run_trial(sampled: dict[str, Any], base: dict[str, Any], final_episodes: int = 0) -> None:
+def run_trial(
+    sampled: dict[str, Any], base: dict[str, Any], final_episodes: int = 0, experiment_dir: str | None = None
+) -> None:
     """Ray Tune function trainable: validate, build, restore from Tune's checkpoint if any, train.
 
-    With ``final_episodes``, the trained policy then plays that many deterministic
+    ``experiment_dir`` is where the trial's files go (see :func:`trial_config`). With ``final_episodes``, the trained policy then plays that many deterministic
     episodes on a fresh environment and one more report carries their mean
     return as ``final/episode_reward_mean``.
     """
@@ -147,9 +160,9 @@ def run_trial(sampled: dict[str, Any], base: dict[str, Any], final_episodes: int
 
     started = time.time()
     context = tune.get_context()
-    validated = validate(trial_config(base, sampled, context))
+    validated = validate(trial_config(base, sampled, context, experiment_dir))
     output_dir = pathlib.Path(validated.config.output_dir)
-    # The trial's own staging area for checkpoints; Tune keeps the reported ones in its storage.
+    # The trial's own trainer checkpoints: only the newest; Tune keeps the reported ones in its storage.
     experiment = build(validated, output_dir=output_dir, run_id=validated.config.logger.run_id)
     experiment.checkpoints.keep = 1
     TuneReportHook(experiment.router, experiment.checkpoints).register(experiment.trainer)

@@ -59,8 +59,10 @@ def experiment_location(plan_: TunePlan) -> str:
 def write_experiment_file(location: str, name: str, text: str) -> None:
     """Write a small file into an experiment (local path or ``s3://``, ``gs://``, ``file://``)."""
     if not _is_uri(location):
+        from xdrl.builder.checkpointing import atomic_write_text
+
         pathlib.Path(location).mkdir(parents=True, exist_ok=True)
-        (pathlib.Path(location) / name).write_text(text)
+        atomic_write_text(pathlib.Path(location) / name, text)
         return
     import pyarrow.fs
 
@@ -154,7 +156,20 @@ def _trainable(plan_: TunePlan) -> Any:
     from xdrl.distributed.trainable import run_trial
 
     base = {**plan_.base, "search": None}
-    return trainable_class_with(tune.with_parameters(run_trial, base=base), base)
+    return trainable_class_with(
+        tune.with_parameters(run_trial, base=base, experiment_dir=trial_files_root(plan_)), base
+    )
+
+
+def trial_files_root(plan_: TunePlan) -> str | None:
+    """Where trials write their own files: the experiment directory when the storage is a path.
+
+    A path storage is one every node mounts (NFS, EFS, a local disk on one machine),
+    so a trial on any node writes there directly. With a bucket URI, trials keep their
+    files in Tune's staging directory on their node (Tune's results and checkpoints
+    still reach the bucket).
+    """
+    return None if _is_uri(plan_.storage_path) else str(plan_.experiment_dir)
 
 
 def _tuner(plan_: TunePlan, callbacks: Sequence[Any] = ()) -> Any:

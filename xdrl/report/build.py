@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from xdrl.builder.checkpointing import atomic_write_text
 from xdrl.distributed.tuner import TunePlan, train_command
 from xdrl.report import figures
 from xdrl.report.data import ExperimentData, Trial, load_experiment
@@ -141,7 +142,7 @@ def build_report(directory: str | pathlib.Path) -> Report:
 
     confirmation = load_summary(data.directory)
     report = Report(data, rows, best, command, made, notes, pareto, volume, out / "report.md", confirmation)
-    report.markdown.write_text(render_markdown(report))
+    atomic_write_text(report.markdown, render_markdown(report))
     return report
 
 
