@@ -3,8 +3,10 @@
 TorchRL's trainer sends each metric a hook returns to ``trainer.logger``. The
 :class:`MetricsRouter` is that logger: it forwards every scalar to the real
 loggers (W&B, CSV) and collects the iteration's row, which it appends to
-``metrics.jsonl`` at the end of the iteration. W&B, the metrics file and the
-Tune bridge therefore see the same names and the same numbers.
+``metrics.jsonl`` at the end of the iteration. The loggers get an iteration's
+scalars at that moment too, so an iteration that fails half-way (an exception,
+Ctrl-C) reaches none of the sinks: W&B, the metrics file and the Tune bridge
+see the same names, the same numbers and the same iterations.
 
 After a resume from a checkpoint at iteration K, every sink ends up holding
 each iteration exactly once, with the numbers of ``metrics.jsonl`` (fsynced at
@@ -71,6 +73,9 @@ class MetricsRouter(Logger):
         self.last_row: dict[str, Any] | None = None
         # Per sink ("jsonl" and each logger name): highest iteration it already holds.
         self.skip_through: dict[str, int] = {}
+        # Scalars of the open iteration, for the loggers once it completes: (name, value, step, kwargs).
+        self._pending: list[tuple[str, float | int, int | None, dict[str, Any]]] = []
+        self._open = False
         super().__init__(exp_name="xdrl", log_dir=str(self.jsonl_path.parent))
 
     @property
@@ -87,9 +92,12 @@ class MetricsRouter(Logger):
     # TorchRL Logger interface -------------------------------------------------
     def log_scalar(self, name: str, value: float, step: int | None = None, **kwargs: Any) -> None:
         value = _scalar(value)
+        if not self._open:  # outside an iteration: straight through
+            for logger in self._active():
+                logger.log_scalar(name, value, step=step, **kwargs)
+            return
         self.current[name] = value
-        for logger in self._active():
-            logger.log_scalar(name, value, step=step, **kwargs)
+        self._pending.append((name, value, step, kwargs))
 
     def log_video(self, name: str, video: torch.Tensor, step: int | None = None, **kwargs: Any) -> None:
         for logger in self._active():
@@ -110,9 +118,17 @@ class MetricsRouter(Logger):
     def begin_iteration(self, batch: TensorDictBase) -> TensorDictBase:
         self.iteration += 1
         self.current = {}
+        self._pending = []
+        self._open = True
         return batch
 
     def end_iteration(self, _batch: TensorDictBase | None = None) -> None:
+        self._open = False
+        active = self._active()
+        for name, value, step, kwargs in self._pending:
+            for logger in active:
+                logger.log_scalar(name, value, step=step, **kwargs)
+        self._pending = []
         row = {key: value for key, value in self.current.items() if not _is_nan(value)}
         self.last_row = row
         if self.iteration > self.skip_through.get("jsonl", 0):
