@@ -65,13 +65,14 @@ def stop_processes_using(marker: str, grace: float = 10.0) -> None:
 @dataclasses.dataclass
 class Head:
     address: str  # the job API (dashboard) address
-    env: dict[str, str]
+    env: dict[str, str] = dataclasses.field(repr=False)  # holds the token: kept out of tracebacks
     temp_dir: str
 
 
-def _wait_for_job_agent(head: Head, timeout: float = 120.0) -> None:
+def _wait_for_job_agent(head: Head, timeout: float = 240.0) -> None:
     """`ray start` returns before the agent that runs jobs has registered: submit `true` until it is taken."""
     deadline = time.monotonic() + timeout
+    probe = None
     while time.monotonic() < deadline:
         probe = subprocess.run(
             [str(VENV_BIN / "ray"), "job", "submit", "--address", head.address, "--no-wait", "--", "true"],
@@ -83,7 +84,8 @@ def _wait_for_job_agent(head: Head, timeout: float = 120.0) -> None:
         if probe.returncode == 0:
             return
         time.sleep(1)
-    raise TimeoutError(f"the job agent of {head.address} did not come up in {timeout:.0f} s")
+    said = "" if probe is None else (probe.stdout + probe.stderr)[-2000:]
+    raise TimeoutError(f"the job agent of {head.address} did not come up in {timeout:.0f} s; last probe:\n{said}")
 
 
 @contextlib.contextmanager
