@@ -7,7 +7,7 @@ import time
 
 import optuna
 
-from tests.distributed.helpers import experiment, results, trial_dirs
+from tests.distributed.helpers import experiment, persisted_statuses, results, trial_dirs
 from tests.helpers import REPO, run_xdrl, xdrl_command
 from tests.report.test_report import snapshot
 from xdrl.report.build import build_report
@@ -43,21 +43,22 @@ def test_sigint_then_resume_runs_each_trial_once(tmp_path):
     )
     experiment_dir = tmp_path / "interrupted"
 
-    def progress():
-        dirs = trial_dirs(experiment_dir) if experiment_dir.exists() else []
-        return [len(results(d)) for d in dirs]
+    def finished():
+        return [name for name, status in persisted_statuses(experiment_dir).items() if status == "TERMINATED"]
 
     deadline = time.monotonic() + 300
-    # Interrupt once the first trial has finished: the other two (one at a time) are still to come.
-    while 4 not in progress():
+    # Interrupt once Tune's saved state has the first trial finished: the other two (one at a time)
+    # are still to come.
+    while not finished():
         assert process.poll() is None, process.stdout.read()
-        assert time.monotonic() < deadline, progress()
+        assert time.monotonic() < deadline, persisted_statuses(experiment_dir)
         time.sleep(0.2)
     process.send_signal(signal.SIGINT)
     output, _ = process.communicate(timeout=180)
     before = {d.name: len(results(d)) for d in trial_dirs(experiment_dir)}
-    finished_before = [name for name, n in before.items() if n == 4]
-    assert finished_before, output
+    finished_before = finished()
+    assert finished_before and all(before[name] == 4 for name in finished_before), output
+    assert len(finished_before) < 3, "the interrupt came too late to leave work for the resume"
 
     # The report reads an interrupted experiment as it is, without touching it.
     files = snapshot(experiment_dir)
