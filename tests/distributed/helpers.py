@@ -57,6 +57,18 @@ def iterations_at_least(count: int):
     return lambda trial_dir: len(read_metrics_file(trial_dir / "metrics.jsonl")) >= count
 
 
+def tune_holds_checkpoint(trial_dir: pathlib.Path) -> bool:
+    """Tune has registered the trial's first checkpoint (iteration 2 with ``checkpoint.interval=2``).
+
+    A checkpoint directory in storage is not enough: Tune registers a reported
+    checkpoint with a separate save task, and a trial lost before that restarts
+    without it. Reports are synchronous and Tune asks for the next result only
+    after the save is processed, so the trial writing its row 3 means Tune holds
+    the checkpoint of iteration 2.
+    """
+    return has_checkpoint(trial_dir) and iterations_at_least(3)(trial_dir)
+
+
 @contextlib.contextmanager
 def when_first_trial(experiment_dir: pathlib.Path, ready, act, timeout: float = 300.0):
     """While the body runs an experiment, call ``act(trial_dir)`` once its first trial is ``ready``.

@@ -6,7 +6,14 @@ import tempfile
 import optuna
 import pytest
 
-from tests.distributed.helpers import experiment, has_checkpoint, results, trial_dirs, trial_info, when_first_trial
+from tests.distributed.helpers import (
+    experiment,
+    results,
+    trial_dirs,
+    trial_info,
+    tune_holds_checkpoint,
+    when_first_trial,
+)
 from xdrl.builder.metrics import read_metrics_file
 from xdrl.distributed import tuner
 from xdrl.wandb_records import find_run_files, read_run
@@ -55,7 +62,7 @@ def test_trial_resumes_on_the_other_node_after_its_node_is_removed(cluster, tmp_
         ray_cluster.remove_node(node)
         return node_id, len(read_metrics_file(trial_dir / "metrics.jsonl"))
 
-    with when_first_trial(tmp_path / "nodeloss", has_checkpoint, remove_its_node) as removed:
+    with when_first_trial(tmp_path / "nodeloss", tune_holds_checkpoint, remove_its_node) as removed:
         grid = tuner.run(plan)
     assert removed, "the trial's node was never removed"
     assert not grid.errors
@@ -69,6 +76,9 @@ def test_trial_resumes_on_the_other_node_after_its_node_is_removed(cluster, tmp_
     reported = results(trial_dir)
     assert reported[-1]["counters/iter"] == 12
     assert reported[-1]["training_iteration"] == 12
+    # It went on from the checkpoint Tune held, not from iteration 1.
+    resumed = [r for r in reported if r["pid"] == later[-1]["pid"]]
+    assert 1 < resumed[0]["training_iteration"] == resumed[0]["counters/iter"]
     wandb_rows = [h for p in find_run_files(trial_dir / "wandb") for h in read_run(p).history]
     assert sorted(h["counters/iter"] for h in wandb_rows) == list(range(1, 13))
     study = optuna.load_study(study_name="nodeloss", storage=f"sqlite:///{tmp_path / 'nodeloss' / 'optuna.db'}")

@@ -10,11 +10,11 @@ import pytest
 from tests.distributed.helpers import (
     TINY_PPO_BUDGET,
     experiment,
-    has_checkpoint,
     iterations_at_least,
     results,
     trial_dirs,
     trial_info,
+    tune_holds_checkpoint,
     when_first_trial,
 )
 from xdrl.builder.metrics import read_metrics_file
@@ -101,7 +101,7 @@ def test_killed_trial_worker_resumes_from_its_checkpoint(local_ray, tmp_path):
         os.kill(pid, signal.SIGKILL)
         return pid, len(read_metrics_file(trial_dir / "metrics.jsonl"))
 
-    with when_first_trial(tmp_path / "fault", has_checkpoint, kill) as killed:
+    with when_first_trial(tmp_path / "fault", tune_holds_checkpoint, kill) as killed:
         grid = tuner.run(plan)
     assert killed, "the trial was never killed"
     assert not grid.errors
