@@ -87,7 +87,7 @@ def confirm(directory: str | pathlib.Path, *, top: int, seeds: int, episodes: in
             "xdrl_candidate": tune.grid_search(list(range(len(candidates)))),
             "seed": tune.grid_search(list(range(seeds))),
         },
-        tune_config=tune.TuneConfig(max_concurrent_trials=search["max_concurrent_trials"]),
+        tune_config=tune.TuneConfig(max_concurrent_trials=search["max_concurrent_trials"], reuse_actors=False),
         run_config=tune.RunConfig(
             name=name,
             storage_path=str(directory.parent),

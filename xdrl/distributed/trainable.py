@@ -204,6 +204,34 @@ def wait_for_trial_shutdown() -> None:
         _log.warning("the trial's shutdown stage did not end within %.0f s", SHUTDOWN_GRACE_SECONDS)
 
 
+def release_worker_resources() -> None:
+    """Close what the finished trial leaves in this worker process while its helper processes still run.
+
+    Ray ends a worker's child processes before the interpreter's exit handlers
+    run. W&B's service and multiprocessing's resource tracker (TorchRL's storages
+    hold named semaphores) are such children, so their exit handlers would then
+    fail with "Connection lost" and ``KeyError`` tracebacks in the driver's
+    output. The trial's runs are finished by now and the process ends after
+    this (Tune does not reuse it): tear W&B down, then run the multiprocessing
+    finalizers that the exit would run (they unlink the semaphores TorchRL's
+    storages made).
+    """
+    import gc
+    import multiprocessing.util
+    import sys
+
+    wandb = sys.modules.get("wandb")
+    if wandb is not None:
+        try:
+            wandb.teardown()
+        except Exception as error:  # noqa: BLE001 - the trial's data is already safe
+            _log.warning("W&B teardown failed: %s", error)
+    gc.collect()
+    run_finalizers = getattr(multiprocessing.util, "_run_finalizers", None)
+    if run_finalizers is not None:
+        run_finalizers(0)
+
+
 def trainable_class(function: Any) -> type:
     """Tune's function trainable for ``function``, whose stop waits for the trial's shutdown stage.
 
@@ -225,6 +253,7 @@ def trainable_class(function: Any) -> type:
         def cleanup(self) -> None:
             super().cleanup()
             wait_for_trial_shutdown()
+            release_worker_resources()
 
     XdrlTrial.__name__ = XdrlTrial.__qualname__ = base.__name__
     return XdrlTrial
