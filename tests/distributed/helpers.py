@@ -96,11 +96,10 @@ def when_first_trial(experiment_dir: pathlib.Path, ready, act, timeout: float = 
 
 def persisted_statuses(experiment_dir: pathlib.Path) -> dict[str, str]:
     """Trial directory name -> status, as Tune's newest saved experiment state has it (what a resume sees)."""
-    states = sorted(experiment_dir.glob("experiment_state-*.json")) if experiment_dir.exists() else []
-    if not states:
-        return {}
+    from xdrl.report.data import tune_state
+
     try:
-        trials = json.loads(states[-1].read_text())["trial_data"]
-    except (json.JSONDecodeError, KeyError):  # being replaced right now
+        trials = tune_state(experiment_dir)
+    except json.JSONDecodeError:  # Tune is writing it right now
         return {}
-    return {t["relative_logdir"]: t["status"] for t in (json.loads(entry[0]) for entry in trials)}
+    return {trial["dirname"]: trial["status"] for trial in trials.values()}

@@ -97,7 +97,7 @@ class ExperimentData:
         return mode if isinstance(mode, list) else [mode]
 
 
-def _tune_state(directory: pathlib.Path) -> dict[str, dict[str, Any]]:
+def tune_state(directory: pathlib.Path) -> dict[str, dict[str, Any]]:
     """Trial id -> status, config, directory and failures, from Tune's newest experiment state."""
     states = sorted(directory.glob("experiment_state-*.json"))
     if not states:
@@ -148,7 +148,7 @@ def load_experiment(directory: str | pathlib.Path) -> ExperimentData:
         raise ConfigError("DIR", str(directory), f"an experiment directory of xdrl tune (with {BASE_CONFIG})")
     base = yaml.safe_load(config_path.read_text())
     overrides = base.pop("_overrides", [])
-    state = _tune_state(directory)
+    state = tune_state(directory)
     trials = []
     seen = set()
     for trial_dir in sorted(p for p in directory.iterdir() if (p / "params.json").exists()):
