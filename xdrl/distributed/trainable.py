@@ -216,7 +216,6 @@ def release_worker_resources() -> None:
     finalizers that the exit would run (they unlink the semaphores TorchRL's
     storages made).
     """
-    import gc
     import multiprocessing.util
     import sys
 
@@ -226,7 +225,6 @@ def release_worker_resources() -> None:
             wandb.teardown()
         except Exception as error:  # noqa: BLE001 - the trial's data is already safe
             _log.warning("W&B teardown failed: %s", error)
-    gc.collect()
     run_finalizers = getattr(multiprocessing.util, "_run_finalizers", None)
     if run_finalizers is not None:
         run_finalizers(0)
