@@ -8,6 +8,10 @@ from torchrl.envs import GymEnv, ParallelEnv, SerialEnv
 from torchrl.envs.utils import ExplorationType, exploration_type
 from torchrl.record.loggers.csv import CSVLogger
 
+from tests.helpers import TINY
+from xdrl.builder.experiment import build
+from xdrl.builder.metrics import read_metrics_file
+from xdrl.config import compose_config, validate
 from xdrl.demo import make_cartpole_env
 from xdrl.trainer_hooks import LoggingEvaluationHookSet, LoggingEvaluationMetricsHook
 
@@ -136,3 +140,105 @@ def test_parallel_env_is_accepted_by_rollout():
     metrics = hook.evaluate(step=0)
     assert 1 <= metrics["eval/deterministic/episode_length_mean"] <= 20
     env.close()
+
+
+# --- close(): closes the environment, any number of times ------------------------------------------------------------
+
+
+class CountingSerialEnv(SerialEnv):
+    """A real batched env that records how often close() reaches it (closing it twice raises)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.close_calls = 0
+
+    def close(self, *, raise_if_closed=True):
+        self.close_calls += 1
+        super().close(raise_if_closed=raise_if_closed)
+
+
+class FlaglessEnv:
+    """A rollout-capable env without TorchRL's is_closed flag: it must be closed once, by the hook's own record."""
+
+    def __init__(self):
+        self.env = make_cartpole_env()
+        self.batch_size = self.env.batch_size
+        self.close_calls = 0
+
+    def rollout(self, *args, **kwargs):
+        return self.env.rollout(*args, **kwargs)
+
+    def close(self):
+        self.close_calls += 1
+        self.env.close()
+
+
+def test_metrics_hook_close_is_idempotent_on_a_started_batched_env():
+    env = CountingSerialEnv(2, make_cartpole_env)
+    hook = _hook(env, RecordingPolicy(), max_steps=5)
+    hook.evaluate(step=0)  # starts the workers
+    assert not env.is_closed
+    hook.close()
+    hook.close()  # a second close of a SerialEnv would raise "trying to close a closed environment"
+    assert env.is_closed and env.close_calls == 1
+
+
+def test_metrics_hook_close_skips_an_env_closed_elsewhere_and_closes_a_flagless_env_once():
+    env = CountingSerialEnv(2, make_cartpole_env)
+    hook = _hook(env, RecordingPolicy(), max_steps=5)
+    hook.evaluate(step=0)
+    env.close()  # e.g. the trainer's shutdown stage, or the owner of the env
+    hook.close()
+    assert env.close_calls == 1
+
+    flagless = FlaglessEnv()
+    hook = _hook(flagless, RecordingPolicy(), max_steps=5)
+    assert hook.evaluate(step=0)["eval/deterministic/episode_length"] == 5
+    hook.close()
+    hook.close()
+    assert flagless.close_calls == 1 and flagless.env.is_closed
+
+
+@pytest.mark.parametrize(("deterministic", "non_deterministic"), [(True, True), (False, False)])
+def test_hook_set_close_closes_the_env_once_even_without_variants(deterministic, non_deterministic):
+    flagless = FlaglessEnv()
+    kwargs = dict(group="agents", interval_frames=100, max_steps=5, render=False, video_fps=15, reward_key=REWARD)
+    hooks = LoggingEvaluationHookSet(
+        policy=RecordingPolicy(),
+        environment=flagless,
+        deterministic=deterministic,
+        non_deterministic=non_deterministic,
+        **kwargs,
+    )
+    hooks.close()
+    hooks.close()
+    for hook in hooks.hooks:
+        hook.close()
+    assert flagless.close_calls == 1 and flagless.env.is_closed
+
+
+def test_hook_set_close_after_the_trainer_shutdown_stage(tmp_path):
+    experiment = _build_with_eval(tmp_path)
+    eval_set = experiment.hooks.eval_hook_set
+    env = eval_set.environment
+    assert [hook.environment for hook in eval_set.hooks] == [env]
+    calls = []
+    original_close = env.close
+    env.close = lambda **kwargs: calls.append(kwargs) or original_close(**kwargs)
+    experiment.trainer.train()  # the shutdown stage closes the evaluation env
+    assert env.is_closed and len(calls) == 1
+    rows = read_metrics_file(tmp_path / "metrics.jsonl")
+    eval_lengths = [
+        row["eval/deterministic/episode_length_mean"] for row in rows if "eval/deterministic/episode_length_mean" in row
+    ]
+    assert len(eval_lengths) == 2 and all(1 <= length <= 50 for length in eval_lengths)  # it ran before closing
+
+    eval_set.close()
+    eval_set.hooks[0].close()
+    eval_set.close()
+    assert len(calls) == 1
+
+
+def _build_with_eval(tmp_path):
+    overrides = ["experiment=cartpole_ppo", *TINY["cartpole_ppo"], "hooks.policy_checkpoint.interval=0", "logger=none"]
+    return build(validate(compose_config(overrides)), "cpu", output_dir=tmp_path)

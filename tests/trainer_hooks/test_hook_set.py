@@ -2,10 +2,16 @@
 
 import pytest
 import torch
+from tensordict import TensorDict
+from torchrl.envs import SerialEnv
 from torchrl.record.loggers.csv import CSVLogger
 
 from tests.trainer_hooks.helpers import read_csv_scalars
-from xdrl.demo import make_dqn_trainer, make_ppo_trainer, register_full_hook_set
+from xdrl.builder.experiment import build
+from xdrl.builder.metrics import read_metrics_file
+from xdrl.config import compose_config, validate
+from xdrl.demo import make_cartpole_env, make_dqn_trainer, make_ppo_trainer, register_full_hook_set
+from xdrl.trainer_hooks import LoggingEvaluationHookSet, LoggingHookSet
 
 ALGOS = {
     "ppo": (make_ppo_trainer, "loss_module.actor_network", {"total_frames": 1024, "frames_per_batch": 256}),
@@ -120,3 +126,65 @@ def test_trainer_checkpoint_round_trips_all_hook_state(tmp_path, algo):
     names = sorted(p.name for p in (tmp_path / "a" / "policies").iterdir())
     assert names == [f"policy_step_{n:08d}.pt" for n in range(2, iterations + 1, 2)]
     assert second_hooks._total_time > first_hooks._total_time
+
+
+# --- close(): the evaluation hook set too, any number of times --------------------------------------------------------
+
+
+class CountingSerialEnv(SerialEnv):
+    """A real batched env that records how often close() reaches it (closing it twice raises)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.close_calls = 0
+
+    def close(self, *, raise_if_closed=True):
+        self.close_calls += 1
+        super().close(raise_if_closed=raise_if_closed)
+
+
+def test_close_closes_the_evaluation_hook_set_once():
+    env = CountingSerialEnv(2, make_cartpole_env)
+    eval_set = LoggingEvaluationHookSet(
+        policy=None,
+        environment=env,
+        group="agents",
+        interval_frames=10,
+        max_steps=5,
+        deterministic=False,
+        non_deterministic=True,
+        render=False,
+        video_fps=15,
+        reward_key=("next", "reward"),
+    )
+    hooks = LoggingHookSet(group="agents", frame_skip=1, reward_key=("next", "reward"), eval_hook_set=eval_set)
+    metrics = eval_set(TensorDict(batch_size=[10]))  # starts the env's workers
+    assert 1 <= metrics["eval/non_deterministic/episode_length_mean"] <= 5
+    hooks.close()
+    hooks.close()  # a second SerialEnv.close() would raise
+    eval_set.close()
+    assert env.is_closed and env.close_calls == 1
+    LoggingHookSet(group="agents", frame_skip=1).close()  # no evaluation hook set: nothing to do
+
+
+def test_close_after_a_real_trainer_shut_down(tmp_path):
+    overrides = [
+        "experiment=cartpole_ppo",
+        "collector.total_frames=256",
+        "hooks.eval.interval_frames=256",
+        "hooks.eval.max_steps=20",
+        "hooks.policy_checkpoint.interval=0",
+        "logger=none",
+    ]
+    experiment = build(validate(compose_config(overrides)), "cpu", output_dir=tmp_path)
+    env = experiment.hooks.eval_hook_set.environment
+    calls = []
+    original_close = env.close
+    env.close = lambda **kwargs: calls.append(kwargs) or original_close(**kwargs)
+    experiment.trainer.train()
+    assert env.is_closed and len(calls) == 1  # by the shutdown stage, as registered by LoggingHookSet.register
+    (row,) = read_metrics_file(tmp_path / "metrics.jsonl")
+    assert 1 <= row["eval/deterministic/episode_length_mean"] <= 20
+    experiment.hooks.close()
+    experiment.hooks.close()
+    assert len(calls) == 1

@@ -65,16 +65,52 @@ def flatten_batch(batch: TensorDictBase, tensor: torch.Tensor) -> torch.Tensor:
     return tensor.reshape(-1, *tensor.shape[batch.ndim :])
 
 
+def get_reward(batch: TensorDictBase, key: NestedKey, owner: str, hint: str = "") -> torch.Tensor:
+    """Read a reward-like leaf as ``(n_valid, *agent_dims, k)``: valid frames first, objectives last.
+
+    A reward stored without an objective dimension (its shape is the batch shape
+    of the TensorDict that holds it, e.g. ``(T,)`` under a ``[T]`` batch) gets one
+    of size 1: otherwise its frames would be taken for objectives.
+
+    Raises:
+        MissingKeyError: when ``key`` is absent (see :func:`get_key`).
+
+    Examples:
+        >>> import torch
+        >>> from tensordict import TensorDict
+        >>> batch = TensorDict({"next": {"reward": torch.tensor([1.0, 2.0, 3.0])}}, batch_size=[3])
+        >>> get_reward(batch, ("next", "reward"), owner="doc").shape
+        torch.Size([3, 1])
+    """
+    values = get_key(batch, key, owner, hint)
+    if values.ndim == _holder_batch_dims(batch, key):
+        values = values.unsqueeze(-1)
+    return flatten_batch(batch, values)
+
+
+def _holder_batch_dims(batch: TensorDictBase, key: NestedKey) -> int:
+    """Batch dimensions of the (nested) TensorDict that holds ``key``: a group's include its agent dimension."""
+    if isinstance(key, str) or len(key) == 1:
+        return batch.batch_dims
+    return batch.get(tuple(key[:-1])).batch_dims
+
+
 def scalarize(
-    values: torch.Tensor, weights: Sequence[float] | None, *, owner: str
+    values: torch.Tensor, weights: Sequence[float] | None, *, owner: str, key: NestedKey | None = None
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """Split rewards ``(..., k)`` into a weighted scalar and per-objective values.
+
+    A scalar reward (``k == 1``) is returned as it is, whatever the weights: a
+    multi-objective run may log an already scalarized step reward next to a
+    vector episode return that the weights are meant for. The weights apply to a
+    vector reward (``k > 1``) only, and must then have one entry per objective.
 
     Args:
         values: rewards whose last dimension holds the ``k`` objectives (``k == 1``
             for ordinary scalar rewards).
         weights: one weight per objective, or ``None``.
         owner: name used in error messages.
+        key: key the rewards were read from, named in error messages.
 
     Returns:
         ``(scalar, objectives)``: ``scalar`` has the last dimension removed (``None``
@@ -82,29 +118,35 @@ def scalarize(
         it and is ``None`` for scalar rewards.
 
     Raises:
-        ValueError: when the number of weights differs from the number of objectives.
+        ValueError: when a vector reward has a number of objectives other than the
+            number of weights.
 
     Examples:
         >>> import torch
         >>> scalar, objectives = scalarize(torch.tensor([[1.0, -2.0]]), [0.5, 1.0], owner="doc")
         >>> scalar.tolist(), objectives.tolist()
         ([-1.5], [[1.0, -2.0]])
+        >>> scalar, objectives = scalarize(torch.tensor([[4.0]]), [0.5, 1.0], owner="doc")
+        >>> scalar.tolist(), objectives
+        ([4.0], None)
     """
     values = values.float()
     if values.ndim == 0:
         values = values.reshape(1)
     num_objectives = values.shape[-1]
-    objectives = values if num_objectives > 1 else None
+    if num_objectives == 1:
+        return values.squeeze(-1), None
     if weights is None:
-        return (values.squeeze(-1) if num_objectives == 1 else None), objectives
+        return None, values
     if len(weights) != num_objectives:
+        where = "" if key is None else f"key {_key_str(key)}, "
         raise ValueError(
-            f"{owner}: episode_reward_weights has {len(weights)} entries but the reward "
-            f"has {num_objectives} objectives (shape {tuple(values.shape)}); give one "
-            "weight per objective."
+            f"{owner}: episode_reward_weights={list(weights)} has {len(weights)} entries but the reward "
+            f"has {num_objectives} objectives ({where}shape {tuple(values.shape)}); give one weight per "
+            "objective."
         )
     weight = torch.as_tensor(list(weights), dtype=values.dtype, device=values.device)
-    return (values * weight).sum(-1), objectives
+    return (values * weight).sum(-1), values
 
 
 def stats(name: str, values: torch.Tensor, reduce_stats: bool | None) -> dict[str, float]:
@@ -169,15 +211,16 @@ def reward_metrics(
     weights: Sequence[float] | None,
     reduce_stats: bool | None,
     owner: str,
+    key: NestedKey | None = None,
 ) -> dict[str, float]:
     """Metrics of reward-like values of shape ``(n, *agent_dims, k)``.
 
     Gives ``{prefix}/reward/{name}_*`` (agent dimensions averaged), the same under
     ``{prefix}/{group}/reward/`` when ``group`` is given (every agent value counts),
     and ``{prefix}/reward/objective_{i}/{name}_*`` for each objective of a vector
-    reward.
+    reward. ``weights`` apply as in :func:`scalarize` (``key`` is named in its error).
     """
-    scalar, objectives = scalarize(values, weights, owner=owner)
+    scalar, objectives = scalarize(values, weights, owner=owner, key=key)
     out: dict[str, float] = {}
     if scalar is not None:
         out.update(stats(f"{prefix}/reward/{name}", _mean_agents(scalar), reduce_stats))

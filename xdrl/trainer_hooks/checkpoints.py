@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import pathlib
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, BinaryIO
 
+import numpy as np
 import torch
 from torchrl.trainers.trainers import Trainer, TrainerHookBase
 
@@ -51,16 +52,58 @@ def resolve_attribute_path(root: Any, path: str, *, owner: str, key: str) -> Any
     return obj
 
 
+_PLAIN_SCALARS = (type(None), bool, int, float, str)
+
+
+def _plain_meta(value: Any, where: str) -> Any:
+    """``value`` as the plain Python values that ``torch.load(..., weights_only=True)`` accepts.
+
+    Checked when the hook is built: a value the safe unpickler rejects would
+    otherwise surface only when someone loads a checkpoint, long after training.
+    """
+    if isinstance(value, _PLAIN_SCALARS):
+        return value
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, Mapping):
+        plain = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TypeError(
+                    f"PolicyCheckpointHook: {where} has the key {key!r} ({type(key).__name__}); "
+                    "meta keys must be strings."
+                )
+            plain[key] = _plain_meta(item, f"{where}[{key!r}]")
+        return plain
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, Sequence) and not isinstance(value, bytes | bytearray):
+        # Any sequence (an OmegaConf ListConfig too) becomes a list; tuples stay tuples.
+        items = [_plain_meta(item, f"{where}[{index}]") for index, item in enumerate(value)]
+        return tuple(items) if isinstance(value, tuple) else items
+    raise TypeError(
+        f"PolicyCheckpointHook: {where}={value!r} is a {type(value).__name__}, which torch.load(weights_only=True) "
+        "cannot read back; use None, bool, int, float, str, tensors, or lists, tuples and string-keyed dicts of them."
+    )
+
+
 class PolicyCheckpointHook(TrainerHookBase):
     """Periodically checkpoint policy weights for offline analysis.
 
     Stage: ``destination`` (``post_steps`` by default: once per trainer
     iteration, after the optimisation round). Every ``interval`` calls the hook
-    writes ``{prefix}_step_{n:08d}.pt`` in ``directory`` (``n`` = calls so far),
-    holding ``policy_state_dict``, ``num_calls``, ``collected_frames`` (of the
-    trainer) and ``meta``. Files are written atomically and load with
-    ``torch.load(path, weights_only=True)``. ``num_calls`` is part of
-    ``state_dict``, so a resumed trainer continues the numbering.
+    writes ``{prefix}_step_{n:08d}.pt`` in ``directory`` (``n`` = calls so far).
+
+    The payload is a plain dict: ``policy_state_dict`` (CPU tensors), ``step``
+    (the calls so far, the key upstream readers look up), ``num_calls`` (the
+    same number), ``collected_frames`` (of the trainer, 0 without one) and
+    ``meta``. It holds only tensors and plain Python values, so a file loads
+    with ``torch.load(path)`` under default arguments as well as with
+    ``weights_only=True``, on a machine without the training device. Files are
+    written atomically. ``num_calls`` is part of ``state_dict``, so a resumed
+    trainer continues the numbering.
 
     Args:
         directory: Directory where ``.pt`` checkpoint files are written (created
@@ -73,8 +116,17 @@ class PolicyCheckpointHook(TrainerHookBase):
             ``"loss_module.actor_network"``.
         prefix: Filename prefix used for checkpoint files.
         destination: TorchRL trainer operation where the hook is registered.
-        meta: Extra metadata persisted in every checkpoint payload (plain
-            Python values, so that ``weights_only`` loading works).
+        meta: Extra metadata persisted in every checkpoint payload: plain
+            Python values (``None``, ``bool``, ``int``, ``float``, ``str``,
+            tensors, and lists, tuples and string-keyed dicts of them), so that
+            ``weights_only`` loading works. NumPy scalars and paths are stored as
+            their Python value and string, other sequences and mappings as lists
+            and dicts.
+
+    Raises:
+        ValueError: when neither ``policy`` nor ``policy_path`` is given.
+        TypeError: when ``meta`` holds a value that ``weights_only`` loading
+            would reject (the error names its place in ``meta``).
 
     Examples:
         >>> import tempfile, torch
@@ -83,8 +135,9 @@ class PolicyCheckpointHook(TrainerHookBase):
         >>> hook(); hook()
         >>> hook.last_checkpoint_path.name
         'policy_step_00000002.pt'
-        >>> torch.load(hook.last_checkpoint_path, weights_only=True)["num_calls"]
-        2
+        >>> payload = torch.load(hook.last_checkpoint_path)
+        >>> payload["step"], payload["num_calls"], sorted(payload)
+        (2, 2, ['collected_frames', 'meta', 'num_calls', 'policy_state_dict', 'step'])
     """
 
     def __init__(
@@ -109,7 +162,7 @@ class PolicyCheckpointHook(TrainerHookBase):
         self.interval = int(interval)
         self.prefix = prefix
         self.destination = destination
-        self.meta = dict(meta or {})
+        self.meta = _plain_meta(dict(meta or {}), "meta")
         self.num_calls = 0
         self.last_checkpoint_path: pathlib.Path | None = None
         self._trainer: Trainer | None = None
@@ -130,6 +183,7 @@ class PolicyCheckpointHook(TrainerHookBase):
         path = self.checkpoint_path(self.num_calls)
         payload = {
             "policy_state_dict": {k: v.detach().cpu() for k, v in self.policy.state_dict().items()},
+            "step": self.num_calls,
             "num_calls": self.num_calls,
             "collected_frames": int(self._trainer.collected_frames) if self._trainer else 0,
             "meta": self.meta,
@@ -137,6 +191,21 @@ class PolicyCheckpointHook(TrainerHookBase):
         atomic_torch_save(payload, path)
         self.last_checkpoint_path = path
         return None
+
+    def discard_after(self, num_calls: int) -> list[pathlib.Path]:
+        """Remove this hook's files written after call ``num_calls``, and return them.
+
+        A trainer restored from an older checkpoint calls the hook again from
+        ``num_calls``; the files past it belong to the abandoned run and would
+        otherwise stand beside the new ones.
+        """
+        stale = []
+        for path in self.directory.glob(f"{self.prefix}_step_*.pt"):
+            number = path.stem.rpartition("_")[2]
+            if number.isdigit() and int(number) > num_calls:
+                path.unlink(missing_ok=True)
+                stale.append(path)
+        return sorted(stale)
 
     def state_dict(self) -> dict[str, Any]:
         last = None if self.last_checkpoint_path is None else str(self.last_checkpoint_path)

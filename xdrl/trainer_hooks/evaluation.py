@@ -14,6 +14,33 @@ from torchrl.trainers.trainers import Trainer, TrainerHookBase
 from xdrl.trainer_hooks._metrics import get_key, key_in_group, reward_metric_names, reward_metrics, stat_names, stats
 
 
+def close_environment(environment: Any, *, closed_before: bool = False) -> bool:
+    """Close ``environment`` unless it is closed already; return whether it is known closed.
+
+    TorchRL environments keep an ``is_closed`` flag, which decides: a batched
+    environment raises when closed twice, counts as closed before it starts,
+    and starts again on its next use after a close. An environment without the
+    flag is closed unless ``closed_before`` (the caller's own record) says an
+    earlier call did it.
+
+    Args:
+        environment: the environment (``None`` and objects without ``close`` are left alone).
+        closed_before: whether the caller closed this environment before.
+
+    Returns:
+        The caller's new record: ``True`` once the environment was closed.
+    """
+    if environment is None or not callable(getattr(environment, "close", None)):
+        return closed_before
+    is_closed = getattr(environment, "is_closed", None)
+    if is_closed is None and closed_before:
+        return True
+    if is_closed:
+        return True
+    environment.close()
+    return True
+
+
 def _first_episode_mask(done: torch.Tensor) -> torch.Tensor:
     """Steps of a rollout ``(..., T)`` that belong to each environment's first episode."""
     done = done.to(torch.int64)
@@ -38,6 +65,11 @@ class LoggingEvaluationMetricsHook(TrainerHookBase):
     and the frames are logged as one video ``eval/<subgroup>/video`` through the
     trainer's logger (or ``logger`` before registration) at ``video_fps``. A
     render that fails or returns ``None`` raises: a missing video is an error.
+
+    :meth:`close` (also run at the trainer's ``shutdown`` stage) closes the
+    environment. It may run any number of times: once the environment is closed
+    (by this hook or by anyone else, as its ``is_closed`` flag tells; an
+    environment without the flag: by this hook), further calls do nothing.
 
     Args:
         policy: Policy module used during rollout.
@@ -66,6 +98,9 @@ class LoggingEvaluationMetricsHook(TrainerHookBase):
         ...     video_fps=30, reward_key=("next", "reward"))
         >>> metrics = hook.evaluate(step=0)
         >>> metrics["eval/random/episode_length"] <= 5
+        True
+        >>> hook.close(); hook.close()
+        >>> env.is_closed
         True
     """
 
@@ -104,6 +139,8 @@ class LoggingEvaluationMetricsHook(TrainerHookBase):
         self._evaluations = 0
         # Frames seen when called without a trainer (standalone use).
         self._standalone_frames = 0
+        # Whether close() closed the environment: the record for environments without is_closed.
+        self._closed_environment = False
 
     @property
     def _reward_key(self) -> tuple[str, ...]:
@@ -230,9 +267,8 @@ class LoggingEvaluationMetricsHook(TrainerHookBase):
         logger.log_video(name, video, step=step, fps=self.video_fps)
 
     def close(self) -> None:
-        """Close the evaluation environment (``shutdown`` stage)."""
-        if not getattr(self.environment, "is_closed", True):
-            self.environment.close()
+        """Close the evaluation environment (``shutdown`` stage); harmless when it is closed already."""
+        self._closed_environment = close_environment(self.environment, closed_before=self._closed_environment)
 
     def state_dict(self) -> dict[str, Any]:
         return {"evaluations": self._evaluations}
@@ -265,6 +301,10 @@ class LoggingEvaluationHookSet:
     log under ``eval/deterministic/`` and ``eval/non_deterministic/``; they are
     registered, run and closed together (one module in the trainer checkpoint).
 
+    :meth:`close` (also run at the trainer's ``shutdown`` stage) closes the
+    environment once, even when no variant is enabled; calling it again, or
+    after a variant closed the environment, does nothing.
+
     Args: see :class:`LoggingEvaluationMetricsHook`; ``deterministic`` and
     ``non_deterministic`` choose which variants exist.
 
@@ -277,6 +317,9 @@ class LoggingEvaluationHookSet:
         ...     reward_key=("next", "reward"))
         >>> [hook.metric_subgroup for hook in hooks.hooks]
         ['non_deterministic']
+        >>> hooks.close(); hooks.close()
+        >>> hooks.environment.is_closed
+        True
     """
 
     def __init__(
@@ -296,6 +339,7 @@ class LoggingEvaluationHookSet:
         reduce_stats: bool | None = None,
         logger: Any | None = None,
     ) -> None:
+        self.environment = environment
         variants = [("deterministic", True)] * deterministic + [("non_deterministic", False)] * non_deterministic
         self.hooks: list[LoggingEvaluationMetricsHook] = [
             LoggingEvaluationMetricsHook(
@@ -315,6 +359,7 @@ class LoggingEvaluationHookSet:
             )
             for subgroup, is_deterministic in variants
         ]
+        self._closed_environment = False
 
     def __call__(self, batch: TensorDictBase | None) -> dict[str, float]:
         metrics: dict[str, float] = {}
@@ -332,9 +377,18 @@ class LoggingEvaluationHookSet:
             hook.trainer = trainer
 
     def close(self) -> None:
-        """Close the shared evaluation environment once."""
-        if self.hooks:
-            self.hooks[0].close()
+        """Close the evaluation environment once (``shutdown`` stage); harmless when it is closed already."""
+        closed: list[Any] = []
+        for hook in self.hooks:
+            if any(hook.environment is other for other in closed):
+                # Shared with a variant closed just now: one without is_closed must not close twice.
+                hook._closed_environment = True
+                continue
+            hook.close()
+            closed.append(hook.environment)
+        # Also with no variant enabled: the environment was handed over all the same.
+        if not any(self.environment is other for other in closed):
+            self._closed_environment = close_environment(self.environment, closed_before=self._closed_environment)
 
     def state_dict(self) -> dict[str, Any]:
         return {hook.metric_subgroup: hook.state_dict() for hook in self.hooks}

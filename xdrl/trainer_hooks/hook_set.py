@@ -33,6 +33,10 @@ class LoggingHookSet(TrainerHookBase):
     - ``post_steps_log``: :attr:`eval_hook_set`, ``_timers_end``, :attr:`progress_hook`;
     - ``shutdown``: close the evaluation environment.
 
+    :meth:`close` closes the evaluation hook set (if any) on demand, e.g. for a
+    trainer that never reaches its ``shutdown`` stage; it may run any number of
+    times, before or after that stage.
+
     Timer metrics: ``timers/collection_time`` (previous iteration end to batch
     arrival), ``timers/training_time`` (batch arrival to iteration end, i.e.
     optimisation, post-step hooks and evaluation), ``timers/iteration_time``
@@ -51,6 +55,7 @@ class LoggingHookSet(TrainerHookBase):
         ...                        episode_reward_key=("next", "episode_reward"))
         >>> sorted(hooks.state_dict())
         ['collection', 'counters', 'evaluation', 'progress', 'timers', 'training']
+        >>> hooks.close()  # no evaluation hook set: nothing to close
     """
 
     def __init__(
@@ -124,6 +129,11 @@ class LoggingHookSet(TrainerHookBase):
             names += self.eval_hook_set.metric_names(eval_objectives)
         names += ["timers/collection_time", "timers/training_time", "timers/iteration_time", "timers/total_time"]
         return names + self.progress_hook.metric_names()
+
+    def close(self) -> None:
+        """Close the evaluation hook set, if any; harmless when it is closed already."""
+        if self.eval_hook_set is not None:
+            self.eval_hook_set.close()
 
     def state_dict(self) -> dict[str, Any]:
         return {
