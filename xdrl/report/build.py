@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import pathlib
+import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -31,6 +33,77 @@ class Report:
     markdown: pathlib.Path
     #: What ``xdrl confirm`` found, when it ran on this search.
     confirmation: dict[str, Any] | None = None
+    #: Optuna's parameter importances: metric -> parameter -> importance, most important first.
+    importances: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
+    #: The importance evaluator that computed them (a readable name, e.g. "PED-ANOVA").
+    importance_evaluator: str | None = None
+
+
+#: Readable names of Optuna's importance evaluators (class name -> label of the figure and report.md).
+EVALUATOR_NAMES = {
+    "PedAnovaImportanceEvaluator": "PED-ANOVA",
+    "FanovaImportanceEvaluator": "fANOVA",
+    "MeanDecreaseImpurityImportanceEvaluator": "mean decrease impurity",
+}
+#: The share of the completed trials that counts as "good" for the importances (PED-ANOVA's default).
+TOP_QUANTILE = 0.1
+
+
+def param_importances(study: Any, metrics: Sequence[str]) -> tuple[str, dict[str, dict[str, float]]]:
+    """Optuna's parameter importances for reaching good values of each objective, in its direction.
+
+    PED-ANOVA (Optuna 5's default evaluator, passed explicitly so that the label names the evaluator
+    that ran) scores how differently each parameter is distributed among the best ``TOP_QUANTILE`` of
+    the completed trials than among all of them. Given a ``target`` it takes LOW values as the good ones whatever the
+    study's direction, so a maximised objective is negated: "important" then always means important
+    for good values of that objective. A multi-objective study gets one ranking per objective (Optuna's
+    own multi-objective default ranks for the Pareto front as a whole, which names no objective).
+
+    Args:
+        study: The Optuna study (single- or multi-objective).
+        metrics: The objectives' names, in the order of ``study.directions``.
+
+    Returns:
+        The evaluator's readable name, and metric -> parameter -> importance (each metric's importances
+        sum to 1, most important first).
+
+    Raises:
+        ValueError: when fewer than two trials completed with finite values.
+
+    Examples:
+        >>> import optuna
+        >>> optuna.logging.set_verbosity(optuna.logging.WARNING)
+        >>> study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+        >>> study.optimize(lambda t: t.suggest_float("x", 0, 1) + 0 * t.suggest_float("noise", 0, 1), n_trials=60)
+        >>> name, importances = param_importances(study, ["score"])
+        >>> name, next(iter(importances["score"]))
+        ('PED-ANOVA', 'x')
+    """
+    import optuna
+
+    if len(metrics) != len(study.directions):
+        raise ValueError(
+            f"{len(metrics)} metric names {list(metrics)} for a study of {len(study.directions)} objectives"
+        )
+    complete = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        if all(math.isfinite(v) for v in t.values)
+    ]
+    if len(complete) < 2:
+        raise ValueError(f"{len(complete)} completed trial(s) with finite values, at least 2 are needed")
+    evaluator = optuna.importance.PedAnovaImportanceEvaluator(target_quantile=TOP_QUANTILE)
+    importances = {}
+    for index, (metric, direction) in enumerate(zip(metrics, study.directions, strict=True)):
+        sign = -1.0 if direction == optuna.study.StudyDirection.MAXIMIZE else 1.0
+        with warnings.catch_warnings():
+            # Its reminder that a target is minimised: the sign above is the answer to it.
+            warnings.filterwarnings("ignore", message=".*achieve low `target` values")
+            importances[metric] = optuna.importance.get_param_importances(
+                study, evaluator=evaluator, target=lambda t, i=index, s=sign: s * t.values[i]
+            )
+    name = type(evaluator).__name__
+    return EVALUATOR_NAMES.get(name, name), importances
 
 
 def _fmt(value: Any) -> str:
@@ -87,6 +160,8 @@ def build_report(directory: str | pathlib.Path) -> Report:
     rows, best = _trials_table(data)
     notes: list[str] = []
     made: dict[str, pathlib.Path] = {}
+    evaluator: str | None = None
+    importances: dict[str, dict[str, float]] = {}
     command = train_command(_plan_stub(data), best.params) if best is not None else None
 
     if any(t.values(metric) for t in data.trials):
@@ -111,11 +186,12 @@ def build_report(directory: str | pathlib.Path) -> Report:
                 values, mode, metric, out / "optimization_history.png"
             )
         try:
-            target = (lambda t: t.values[0]) if multi else None
-            importances = optuna.importance.get_param_importances(study, target=target)
-            made["param_importances"] = figures.param_importances(importances, metric, out / "param_importances.png")
+            evaluator, importances = param_importances(study, data.metrics)
+            made["param_importances"] = figures.param_importances(
+                importances, data.modes, evaluator, out / "param_importances.png"
+            )
         except (RuntimeError, ValueError) as error:
-            notes.append(f"parameter importances need more finished trials ({error})")
+            notes.append(f"no parameter importances: {error}")
 
     pareto, volume = [], None
     if len(data.metrics) > 1:
@@ -141,9 +217,23 @@ def build_report(directory: str | pathlib.Path) -> Report:
     from xdrl.distributed.confirm import load_summary
 
     confirmation = load_summary(data.directory)
-    report = Report(data, rows, best, command, made, notes, pareto, volume, out / "report.md", confirmation)
+    report = Report(
+        data, rows, best, command, made, notes, pareto, volume, out / "report.md", confirmation, importances, evaluator
+    )
     atomic_write_text(report.markdown, render_markdown(report))
     return report
+
+
+def _importances_text(report: Report) -> str:
+    objectives = ", ".join(
+        f"`{m}` ({'higher' if mode == 'max' else 'lower'} is better)"
+        for m, mode in zip(report.data.metrics, report.data.modes, strict=True)
+    )
+    tops = "; ".join(f"`{m}`: `{next(iter(v))}`" for m, v in report.importances.items() if v)
+    return (
+        f"{report.importance_evaluator}: how much reaching the best {TOP_QUANTILE:.0%} of the completed trials "
+        f"depends on each parameter, per objective in its own direction: {objectives}. Most important: {tops}."
+    )
 
 
 def render_markdown(report: Report) -> str:
@@ -179,11 +269,13 @@ def render_markdown(report: Report) -> str:
     for key, title in (
         ("learning_curves", "Learning curves"),
         ("optimization_history", "Optimisation history (Optuna)"),
-        ("param_importances", "Parameter importances (Optuna)"),
+        ("param_importances", f"Parameter importances (Optuna, {report.importance_evaluator})"),
         ("pareto_front", "Pareto front"),
     ):
         if key in report.figures:
             lines += ["", f"## {title}", "", f"![{title}]({report.figures[key].name})"]
+        if key == "param_importances" and report.importances:
+            lines += ["", _importances_text(report)]
     if report.pareto:
         lines += ["", "## Pareto front of the trials", ""]
         headers = list(report.pareto[0])

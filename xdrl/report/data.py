@@ -7,6 +7,7 @@ import json
 import pathlib
 import shutil
 import tempfile
+import time
 from typing import Any
 
 import yaml
@@ -97,12 +98,73 @@ class ExperimentData:
         return mode if isinstance(mode, list) else [mode]
 
 
-def tune_state(directory: pathlib.Path) -> dict[str, dict[str, Any]]:
-    """Trial id -> status, config, directory and failures, from Tune's newest experiment state."""
-    states = sorted(directory.glob("experiment_state-*.json"))
-    if not states:
+#: How often, and how far apart, ``tune_state`` reads a state file that does not parse. Tune rewrites
+#: ``experiment_state-*.json`` in place, so a report on a running experiment can catch it half written;
+#: the next save completes it within milliseconds, the window here is ample on a loaded machine.
+STATE_READ_ATTEMPTS = 10
+STATE_READ_DELAY_S = 0.1
+
+
+class ExperimentStateError(json.JSONDecodeError):
+    """Tune's experiment state file never parsed, however long it was waited for.
+
+    A ``json.JSONDecodeError`` so that callers which treat an unreadable state as "Tune is writing
+    it right now" (polling tests, for one) keep working unchanged.
+    """
+
+    def __init__(self, msg: str, doc: str, pos: int, path: pathlib.Path | None = None) -> None:
+        super().__init__(msg, doc, pos)
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, ...]:  # JSONDecodeError's own drops ``path``
+        return self.__class__, (self.msg, self.doc, self.pos, self.path)
+
+
+def _read_newest_state(directory: pathlib.Path, attempts: int, delay: float) -> dict[str, Any] | None:
+    """The newest ``experiment_state-*.json`` of ``directory``, parsed; None when there is none yet."""
+    error: json.JSONDecodeError | None = None
+    path = None
+    for attempt in range(attempts):
+        if attempt:
+            time.sleep(delay)
+        # Listed again on every attempt: Tune may have started a newer file (or removed this one) meanwhile.
+        states = sorted(directory.glob("experiment_state-*.json"))
+        if not states:
+            return None
+        path = states[-1]
+        try:
+            return json.loads(path.read_text())
+        except FileNotFoundError:
+            continue
+        except json.JSONDecodeError as torn:
+            error = torn
+    if error is None:  # every file listed vanished before it could be read
+        return None
+    raise ExperimentStateError(
+        f"Tune's experiment state {path} is not valid JSON after {attempts} reads {delay:g} s apart "
+        f"(torn by an interrupted write?): {error.msg}",
+        error.doc,
+        error.pos,
+        path,
+    )
+
+
+def tune_state(
+    directory: pathlib.Path, *, attempts: int = STATE_READ_ATTEMPTS, delay: float = STATE_READ_DELAY_S
+) -> dict[str, dict[str, Any]]:
+    """Trial id -> status, config, directory and failures, from Tune's newest experiment state.
+
+    Args:
+        directory: The experiment directory.
+        attempts: Reads of a state file that does not parse before giving up.
+        delay: Seconds between those reads.
+
+    Raises:
+        ExperimentStateError: when the newest state file still does not parse after ``attempts`` reads.
+    """
+    data = _read_newest_state(pathlib.Path(directory), attempts, delay)
+    if data is None:
         return {}
-    data = json.loads(states[-1].read_text())
     trials = {}
     for entry in data.get("trial_data", []):
         trial = json.loads(entry[0])
@@ -116,24 +178,43 @@ def tune_state(directory: pathlib.Path) -> dict[str, dict[str, Any]]:
     return trials
 
 
+def _snapshot_study(url: str, study_name: str) -> Any | None:
+    """An in-memory copy of the study stored at ``url``; the database connection is closed on return."""
+    import optuna
+
+    storage = optuna.storages.RDBStorage(url)
+    try:
+        snapshot = optuna.storages.InMemoryStorage()
+        optuna.copy_study(from_study_name=study_name, from_storage=storage, to_storage=snapshot)
+        return optuna.load_study(study_name=study_name, storage=snapshot)
+    except KeyError:  # no such study (yet)
+        return None
+    finally:
+        # Closed here, not by the garbage collector: the caller deletes the SQLite copy next.
+        storage.remove_session()
+        storage.engine.dispose()
+
+
 def _load_study(directory: pathlib.Path, search: dict[str, Any], name: str) -> Any | None:
-    """The Optuna study, read from a copy of the SQLite file (the experiment's file is never opened)."""
+    """The Optuna study, as an in-memory snapshot.
+
+    An ``optuna.db`` in the experiment directory is copied to a temporary directory and read from
+    there (the experiment's file is never opened); the copy is deleted before this returns.
+    """
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study_name = (search.get("study") or {}).get("name") or name
     storage = (search.get("study") or {}).get("storage")
-    if storage is None:
-        database = directory / "optuna.db"
-        if not database.exists():
-            return None
-        copy = pathlib.Path(tempfile.mkdtemp(prefix="xdrl-report-")) / "optuna.db"
-        shutil.copy2(database, copy)
-        storage = f"sqlite:///{copy}"
-    try:
-        return optuna.load_study(study_name=study_name, storage=storage)
-    except KeyError:
+    if storage is not None:
+        return _snapshot_study(storage, study_name)
+    database = directory / "optuna.db"
+    if not database.exists():
         return None
+    with tempfile.TemporaryDirectory(prefix="xdrl-report-") as scratch:
+        copy = pathlib.Path(scratch) / "optuna.db"
+        shutil.copy2(database, copy)
+        return _snapshot_study(f"sqlite:///{copy}", study_name)
 
 
 def load_experiment(directory: str | pathlib.Path) -> ExperimentData:

@@ -63,14 +63,28 @@ def optimization_history(values: Sequence[float | None], mode: str, metric: str,
     return _save(figure, path)
 
 
-def param_importances(importances: dict[str, float], metric: str, path: pathlib.Path) -> pathlib.Path:
-    """Optuna's parameter importances as horizontal bars."""
-    figure, axes = plt.subplots(figsize=(8, max(2.5, 0.6 * len(importances) + 1)))
-    names = list(importances)[::-1]
-    axes.barh(names, [importances[n] for n in names], color="tab:green")
-    axes.set_xlabel(f"importance for {metric} (fANOVA)")
-    axes.set_title("parameter importances")
-    axes.grid(alpha=0.3, axis="x")
+def param_importances(
+    importances: dict[str, dict[str, float]], modes: Sequence[str], evaluator: str, path: pathlib.Path
+) -> pathlib.Path:
+    """Parameter importances as horizontal bars, one panel per objective.
+
+    Args:
+        importances: Metric -> parameter -> importance, as ``xdrl.report.build.param_importances`` gives them.
+        modes: Each metric's direction (``max``/``min``), in the same order.
+        evaluator: The name of the evaluator that computed them (the figure says which).
+        path: Where the PNG goes.
+    """
+    rows = max((len(v) for v in importances.values()), default=1)
+    figure, panels = plt.subplots(
+        len(importances), 1, figsize=(8, len(importances) * max(2.5, 0.6 * rows + 1)), squeeze=False
+    )
+    for axes, (metric, values), mode in zip(panels[:, 0], importances.items(), modes, strict=True):
+        names = list(values)[::-1]  # most important on top
+        axes.barh(names, [values[n] for n in names], color="tab:green")
+        better = "high" if mode == "max" else "low"
+        axes.set_xlabel(f"importance for {better} {metric} ({evaluator})")
+        axes.grid(alpha=0.3, axis="x")
+    panels[0, 0].set_title(f"parameter importances ({evaluator})")
     return _save(figure, path)
 
 
