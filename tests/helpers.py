@@ -44,9 +44,11 @@ def xdrl_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "xdrl.cli", *args]
 
 
-def run_xdrl(*args: str, timeout: float = 300, check: bool = False) -> subprocess.CompletedProcess:
-    """Run the real ``xdrl`` CLI in a subprocess (offline W&B, loopback Ray)."""
-    env = {**os.environ, "WANDB_MODE": "offline", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+def run_xdrl(
+    *args: str, timeout: float = 300, check: bool = False, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run the real ``xdrl`` CLI in a subprocess (offline W&B, loopback Ray; ``env`` replaces the environment)."""
+    env = {**(env or os.environ), "WANDB_MODE": "offline", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
     result = subprocess.run(xdrl_command(*args), capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO)
     if check and result.returncode != 0:
         raise AssertionError(f"xdrl {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")

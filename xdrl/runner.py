@@ -15,6 +15,7 @@ import yaml
 
 from xdrl.config import ConfigError, ValidatedExperiment, compose_config, validate
 from xdrl.config.schema import to_dict
+from xdrl.config.validation import check_device_here, check_output_dir
 
 _log = logging.getLogger(__name__)
 CONFIG_FILE = "config.yaml"
@@ -32,49 +33,62 @@ class RunResult:
     stopped_early: bool
 
 
-def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
-    """Apply ``key=value`` overrides (YAML values) to a stored config, as Hydra would."""
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
-    config = OmegaConf.create(raw)
-    for override in overrides:
-        key, sep, value = override.partition("=")
-        if not sep:
-            raise ConfigError("override", override, "key=value")
-        if OmegaConf.select(config, key, default="<missing>") == "<missing>":
-            raise ConfigError(key, value, "an existing key of the stored config")
-        try:
-            OmegaConf.update(config, key, yaml.safe_load(value), merge=False)
-        except OmegaConfBaseException as error:
-            raise ConfigError(key, value, str(error).splitlines()[0]) from error
-    return OmegaConf.to_container(config, resolve=True)
-
-
 def load_run_config(directory: pathlib.Path, overrides: Sequence[str] = ()) -> ValidatedExperiment:
-    """The config stored in a run directory (plus overrides such as a longer budget), validated."""
+    """The config stored in a run directory, validated, with ``overrides`` such as a longer budget.
+
+    Overrides are typed as for a new run (Hydra's grammar); the result is validated like a
+    new config and only then saved into the run's ``config.yaml``, the record of what it
+    trains with. Keys baked into the saved state (environment, network shapes, seed, ...)
+    keep their stored value.
+
+    Raises:
+        ConfigError: not a run directory, a malformed override, a change of a key frozen on
+            resume, an invalid result or a device this host lacks (``config.yaml`` unchanged).
+    """
+    from xdrl.config.overrides import apply_resume_overrides
+
     path = directory / CONFIG_FILE
     if not path.is_file():
         raise ConfigError("--resume", str(directory), f"a run directory of xdrl train (with {CONFIG_FILE})")
-    raw = yaml.safe_load(path.read_text())
-    return validate(apply_overrides(raw, overrides))
+    stored = path.read_text()
+    validated = validate(apply_resume_overrides(yaml.safe_load(stored), overrides))
+    check_device_here(validated.config.resources.device)
+    text = yaml.safe_dump(to_dict(validated.config), sort_keys=False)
+    if overrides and text != stored:
+        from xdrl.builder.checkpointing import atomic_write_text
+
+        atomic_write_text(path, text)
+    return validated
 
 
 def prepare_new_run(overrides: Sequence[str]) -> tuple[ValidatedExperiment, pathlib.Path]:
-    """Compose and validate a config, create its output directory and store the resolved config."""
+    """Compose and validate a config, create its output directory and store the resolved config.
+
+    Every check (config, device, output directory) runs before the first write.
+    """
     validated = validate(compose_config(overrides))
     config = validated.config
+    check_device_here(config.resources.device)
     output_dir = pathlib.Path(config.output_dir).resolve()
     if (output_dir / CONFIG_FILE).exists():
         raise ConfigError(
             "output_dir", str(output_dir), f"a new directory (to continue this run: xdrl train --resume {output_dir})"
         )
+    check_output_dir(output_dir)
     if config.logger.run_id is None:
         config.logger.run_id = uuid.uuid4().hex[:12]  # stored, so --resume continues the same W&B run
-    output_dir.mkdir(parents=True, exist_ok=True)
     from xdrl.builder.checkpointing import atomic_write_text
 
-    atomic_write_text(output_dir / CONFIG_FILE, yaml.safe_dump(to_dict(config), sort_keys=False))
+    created = [p for p in (output_dir, *output_dir.parents) if not p.exists()]
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(output_dir / CONFIG_FILE, yaml.safe_dump(to_dict(config), sort_keys=False))
+    except OSError as error:
+        # What the check above cannot see (a full disk, a server refusing root): leave no half-made run.
+        for made in created:
+            with contextlib.suppress(OSError):
+                made.rmdir()
+        raise ConfigError("output_dir", str(output_dir), f"a directory this process can write ({error})") from error
     return validated, output_dir
 
 
@@ -129,7 +143,7 @@ def train(
         frames=int(trainer.collected_frames),
         last_metrics=dict(experiment.router.last_row or {}),
         resumed_from=resumed_from,
-        stopped_early=experiment.checkpoints.stop_requested,
+        stopped_early=experiment.checkpoints.stopped_by is not None,
     )
 
 

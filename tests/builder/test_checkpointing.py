@@ -1,7 +1,9 @@
 """Trainer checkpoints: atomic, checked, the newest usable one found."""
 
 import logging
+import pathlib
 
+import pytest
 import torch
 
 from tests.helpers import tiny
@@ -59,3 +61,150 @@ def test_restore_brings_back_models_buffer_counters_and_rng(tmp_path):
     assert second.trainer._greedy_last_frames == first.trainer._greedy_last_frames
     assert second.router.iteration == 3
     torch.testing.assert_close(torch.get_rng_state(), payload["rng"]["torch"])
+
+
+def test_restore_removes_partial_writes_and_files_past_the_restored_state(tmp_path, caplog):
+    validated, _ = _trained(tmp_path)  # checkpoints and policy files of iterations 1-3
+    payload = torch.load(tmp_path / "checkpoints" / "trainer_00000001.pt", weights_only=True)
+    leftovers = [
+        tmp_path / "checkpoints" / ".trainer_00000004.pt.a1b2c3.tmp",
+        tmp_path / "policies" / ".policy_step_00000004.pt.d4e5f6.tmp",
+        tmp_path / ".config.yaml.g7h8i9.tmp",
+    ]
+    for path in leftovers:
+        path.write_bytes(b"half a file")
+    resumed = build(validated, "cpu", output_dir=tmp_path)
+    with caplog.at_level(logging.WARNING):
+        assert restore(resumed, payload) == 1
+    assert not any(path.exists() for path in leftovers)
+    assert [p.name for p in checkpoint_paths(tmp_path / "checkpoints")] == ["trainer_00000001.pt"]
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
+        "trainer_00000001.json",
+        "trainer_00000001.pt",
+    ]
+    assert sorted(p.name for p in (tmp_path / "policies").iterdir()) == ["policy_step_00000001.pt"]
+    resumed.trainer.train()  # the re-run writes the files of iterations 2 and 3 again
+    assert [p.name for p in checkpoint_paths(tmp_path / "checkpoints")] == [
+        "trainer_00000003.pt",
+        "trainer_00000002.pt",
+        "trainer_00000001.pt",
+    ]
+
+
+def test_pruning_never_deletes_the_checkpoint_just_written(tmp_path):
+    _trained(tmp_path, "checkpoint.keep=1")
+    payload = torch.load(tmp_path / "checkpoints" / "trainer_00000003.pt", weights_only=True)
+    longer = validate(
+        compose_config(tiny("cartpole_dqn", "logger=none", "checkpoint.interval=1", "checkpoint.keep=1"))
+        | {"collector": {"total_frames": 1024, "frames_per_batch": 256, "init_random_frames": 256}}
+    )
+    resumed = build(longer, "cpu", output_dir=tmp_path)
+    restore(resumed, payload)
+    # A stale, higher-numbered checkpoint the restore did not see (for example written by
+    # another attempt on shared storage after this one restored).
+    stale = tmp_path / "checkpoints" / "trainer_00000009.pt"
+    stale.write_bytes((tmp_path / "checkpoints" / "trainer_00000003.pt").read_bytes())
+    saved = []
+    resumed.checkpoints.on_save.append(saved.append)
+    resumed.trainer.train()  # one more iteration
+    assert [p.name for p in saved] == ["trainer_00000004.pt"]
+    assert saved[0].exists()
+    assert not (tmp_path / "checkpoints" / "trainer_00000003.pt").exists()  # keep=1 among the older ones
+
+
+class _Reports:
+    """What the Tune bridge would hand to ``ray.tune.report``: (iteration, metrics, checkpoint bytes)."""
+
+    def __init__(self, monkeypatch, router):
+        import ray.tune
+
+        self.calls = []
+
+        def report(metrics, checkpoint=None):
+            data = None
+            if checkpoint is not None:
+                with checkpoint.as_directory() as directory:
+                    data = (pathlib.Path(directory) / "trainer.pt").read_bytes()
+            self.calls.append((router.iteration, metrics, data))
+
+        monkeypatch.setattr(ray.tune, "report", report)
+
+
+def _bridged(tmp_path, monkeypatch, *extra):
+    from xdrl.distributed.bridge import TuneReportHook
+
+    validated = validate(compose_config(tiny("cartpole_dqn", "logger=none", *extra)))
+    experiment = build(validated, "cpu", output_dir=tmp_path)
+    TuneReportHook(experiment.router, experiment.checkpoints).register(experiment.trainer)
+    return experiment, _Reports(monkeypatch, experiment.router)
+
+
+def test_a_stop_request_landing_inside_the_checkpoint_hook_still_hands_its_checkpoint_to_tune(tmp_path, monkeypatch):
+    from xdrl.builder.checkpointing import PREEMPTED
+
+    experiment, reports = _bridged(tmp_path, monkeypatch, "checkpoint.interval=50")
+    hook = experiment.checkpoints
+    iteration = hook.iteration
+
+    def iteration_then_signal():
+        # The racy moment: SIGTERM arrives while the hook is deciding about iteration 1.
+        if experiment.router.iteration == 1 and not hook.stop_requested:
+            hook.request_stop(PREEMPTED)
+        return iteration()
+
+    hook.iteration = iteration_then_signal
+    experiment.trainer.train()
+    assert hook.stopped_by == PREEMPTED
+    on_disk = checkpoint_paths(tmp_path / "checkpoints")
+    assert [p.name for p in on_disk] == ["trainer_00000002.pt"]  # acted on at the next iteration
+    handed = [(i, data) for i, _, data in reports.calls if data is not None]
+    assert handed == [(2, on_disk[0].read_bytes())]  # the checkpoint on disk is the one Tune got
+    assert [i for i, _, _ in reports.calls] == [1, 2]
+
+
+def test_a_stop_request_in_the_last_iteration_or_after_it_leaves_a_finished_run(tmp_path, monkeypatch):
+    from xdrl.builder.checkpointing import PREEMPTED
+
+    experiment, reports = _bridged(tmp_path, monkeypatch, "checkpoint.interval=50")
+    hook = experiment.checkpoints
+    stops = []
+    hook.on_stop.append(stops.append)
+    iteration = hook.iteration
+
+    def iteration_then_signal():
+        if experiment.router.iteration == 3:  # the last of 768 / 256 iterations
+            hook.request_stop(PREEMPTED)
+        return iteration()
+
+    hook.iteration = iteration_then_signal
+    experiment.trainer.train()
+    hook.request_stop(PREEMPTED)  # and once more after the last iteration, during the shutdown
+    assert hook.stopped_by is None and stops == []  # not preempted, W&B not marked
+    assert experiment.trainer.collected_frames == 768
+    assert [i for i, _, data in reports.calls if data is not None] == [3]
+
+
+def test_a_resume_puts_the_configured_learning_rate_into_the_restored_optimizer(tmp_path):
+    # PPO with its learning rate annealed over the run: 2 iterations of 256 frames, then resumed with
+    # another rate and twice the budget.
+    base = ["experiment=cartpole_ppo", "logger=none", "hooks.eval.interval_frames=0", "algo.epochs=1"]
+    first = build(validate(compose_config([*base, "collector.total_frames=512"])), "cpu", output_dir=tmp_path)
+    first.trainer.train()
+    assert first.trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3 * (1 - 0.999 * 2 / 2))
+    payload, _ = load_latest(tmp_path / "checkpoints")
+    longer = validate(compose_config([*base, "collector.total_frames=1024", "algo.lr=5e-4"]))
+    resumed = build(longer, "cpu", output_dir=tmp_path)
+    restore(resumed, payload)
+    # Where a run planned with lr 5e-4 over 4 iterations is after 2 of them, not the old 1e-6.
+    assert [g["lr"] for g in resumed.trainer.optimizer.param_groups] == pytest.approx([5e-4 * (1 - 0.999 * 2 / 4)])
+    resumed.trainer.train()
+    assert resumed.trainer.optimizer.param_groups[0]["lr"] == pytest.approx(5e-4 * 1e-3)
+
+
+def test_a_resume_without_a_schedule_sets_the_new_learning_rate(tmp_path):
+    _trained(tmp_path, "algo.anneal_lr=false")
+    payload, _ = load_latest(tmp_path / "checkpoints")
+    changed = validate(compose_config(tiny("cartpole_dqn", "logger=none", "algo.anneal_lr=false", "algo.lr=7e-4")))
+    resumed = build(changed, "cpu", output_dir=tmp_path)
+    restore(resumed, payload)
+    assert [g["lr"] for g in resumed.trainer.optimizer.param_groups] == [7e-4]

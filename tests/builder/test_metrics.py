@@ -8,12 +8,13 @@ from tests.trainer_hooks.helpers import read_csv_scalars
 from xdrl.builder.metrics import MetricsRouter, read_metrics_file
 
 
-def _iteration(router, iteration, frames):
+def _iteration(router, iteration, frames, reward=None):
     router.begin_iteration(None)
     router.log_scalar("counters/iter", iteration, step=frames)
     router.log_scalar("counters/total_frames", frames, step=frames)
-    router.log_scalar("collection/reward/reward_mean", iteration / 10, step=frames)
+    router.log_scalar("collection/reward/reward_mean", iteration / 10 if reward is None else reward, step=frames)
     router.end_iteration()
+    return router.last_row
 
 
 def test_rows_reach_the_file_and_the_loggers(tmp_path):
@@ -29,25 +30,38 @@ def test_rows_reach_the_file_and_the_loggers(tmp_path):
     assert router.last_row == rows[-1]
 
 
-def test_torn_last_line_is_dropped_and_sinks_are_levelled(tmp_path):
+def test_nan_reaches_no_record(tmp_path):
+    router = MetricsRouter(tmp_path / "metrics.jsonl", {"csv": CSVLogger("csv", log_dir=str(tmp_path))})
+    _iteration(router, 1, 100, reward=float("nan"))
+    assert "collection/reward/reward_mean" not in read_metrics_file(tmp_path / "metrics.jsonl")[0]
+    assert "collection/reward/reward_mean" not in read_csv_scalars(tmp_path, "csv")
+
+
+def test_after_a_restore_the_first_record_stands_in_every_sink(tmp_path):
     path = tmp_path / "metrics.jsonl"
     first = MetricsRouter(path, {"csv": CSVLogger("csv", log_dir=str(tmp_path))})
     for i in range(1, 5):
         _iteration(first, i, 100 * i)
-    # The CSV files lost iterations 3-4 (say, an OS crash); the metrics file got a torn fifth line.
+    # The CSV files lost iterations 3-4 but one file is a row ahead of the others (a crash between
+    # two CSV writes); the metrics file got a torn fifth line.
     csv_dir = tmp_path / "csv" / "scalars"
     for file in csv_dir.rglob("*.csv"):
         file.write_text("".join(line + "\n" for line in file.read_text().splitlines()[:2]))
+    with (csv_dir / "counters" / "total_frames.csv").open("a") as handle:
+        handle.write("300,300.0\n")
     with path.open("a") as handle:
         handle.write('{"counters/iter": 5, "coun')
 
     resumed = MetricsRouter(path, {"csv": CSVLogger("csv", log_dir=str(tmp_path))})
-    resumed.prepare_resume(2)  # the checkpoint was at iteration 2
-    resumed.catch_up("csv", held=2)
-    for i in range(3, 7):  # training re-runs 3 and 4, then goes on
-        _iteration(resumed, i, 100 * i)
+    lineage = resumed.resume(2)  # the checkpoint was at iteration 2
+    assert sorted(lineage.recorded) == [3, 4] and lineage.through == 4
+    # Training re-runs 3 and 4 with other numbers, then goes on: the re-run's rows are the stored ones.
+    reported = [_iteration(resumed, i, 100 * i, reward=-1.0) for i in range(3, 7)]
     rows = read_metrics_file(path)
     assert [r["counters/iter"] for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert [r["collection/reward/reward_mean"] for r in rows] == [0.1, 0.2, 0.3, 0.4, -1.0, -1.0]
+    assert reported == rows[2:]  # what the bridge reports: the rows of record
     assert all(json.loads(line) for line in path.read_text().splitlines())
-    csv_rows = read_csv_scalars(tmp_path, "csv")["counters/iter"]
-    assert [v for _, v in csv_rows] == [1, 2, 3, 4, 5, 6]
+    csv = read_csv_scalars(tmp_path, "csv")
+    for key in rows[0]:
+        assert csv[key] == [(r["counters/total_frames"], float(r[key])) for r in rows]

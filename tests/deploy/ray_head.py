@@ -67,6 +67,7 @@ class Head:
     address: str  # the job API (dashboard) address
     env: dict[str, str] = dataclasses.field(repr=False)  # holds the token: kept out of tracebacks
     temp_dir: str
+    gcs_address: str = ""  # what a driver's RAY_ADDRESS names
 
 
 def _wait_for_job_agent(head: Head, timeout: float = 240.0) -> None:
@@ -89,10 +90,13 @@ def _wait_for_job_agent(head: Head, timeout: float = 240.0) -> None:
 
 
 @contextlib.contextmanager
-def ray_head(num_cpus: int = 4, num_gpus: int = 2) -> Iterator[Head]:
-    """`ray start --head` on loopback with token auth, logical GPUs and its own temp dir."""
+def ray_head(num_cpus: int = 4, num_gpus: int = 2, jobs: bool = True) -> Iterator[Head]:
+    """`ray start --head` on loopback with token auth, logical GPUs and its own temp dir.
+
+    With ``jobs=False`` it does not wait for the job agent (drivers connect with ``RAY_ADDRESS``).
+    """
     temp_dir = tempfile.mkdtemp(prefix="xr", dir="/tmp")  # short: Ray's socket paths live below it
-    dashboard_port = free_port()
+    dashboard_port, gcs_port = free_port(), free_port()
     env = {
         **os.environ,
         "RAY_AUTH_MODE": "token",
@@ -108,7 +112,7 @@ def ray_head(num_cpus: int = 4, num_gpus: int = 2) -> Iterator[Head]:
         "start",
         "--head",
         f"--temp-dir={temp_dir}",
-        f"--port={free_port()}",
+        f"--port={gcs_port}",
         "--dashboard-host=127.0.0.1",
         f"--dashboard-port={dashboard_port}",
         "--include-dashboard=true",
@@ -120,8 +124,9 @@ def ray_head(num_cpus: int = 4, num_gpus: int = 2) -> Iterator[Head]:
         started = subprocess.run(command, env=env, timeout=180, capture_output=True, text=True)
         if started.returncode != 0:
             raise RuntimeError(f"`ray start` exited with {started.returncode}:\n{started.stderr[-3000:]}")
-        head = Head(f"http://127.0.0.1:{dashboard_port}", env, temp_dir)
-        _wait_for_job_agent(head)
+        head = Head(f"http://127.0.0.1:{dashboard_port}", env, temp_dir, f"127.0.0.1:{gcs_port}")
+        if jobs:
+            _wait_for_job_agent(head)
         yield head
     finally:
         stop_processes_using(temp_dir)

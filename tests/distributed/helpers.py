@@ -43,6 +43,66 @@ def results(trial_dir: pathlib.Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
+def progress(trial_dir: pathlib.Path) -> list[dict]:
+    """Tune's ``progress.csv`` rows (strings, as the CSV has them)."""
+    import csv
+
+    path = trial_dir / "progress.csv"
+    return list(csv.DictReader(path.open())) if path.exists() else []
+
+
+def wandb_runs(trial_dir: pathlib.Path) -> list:
+    """The W&B runs of a trial (every attempt's run directory), read back from their run files."""
+    from xdrl.wandb_records import find_run_files, read_run
+
+    runs = [read_run(p) for p in find_run_files(trial_dir / "wandb")]
+    # A SIGKILL can leave a run file that W&B never got to write (header only): nothing to sync there.
+    return [r for r in runs if r.run_id is not None or r.history]
+
+
+REWARD = "collection/reward/reward_mean"
+EVAL = "eval/deterministic/reward/episode_reward_mean"
+
+
+def assert_one_history(trial_dir: pathlib.Path, iterations: int, frames_per_iteration: int = 128) -> list[dict]:
+    """Every record of a trial holds iterations 1..N exactly once, in order, with the same numbers.
+
+    Checked: Tune's ``result.json`` and ``progress.csv``, the trial's ``metrics.jsonl``, the rows of all
+    its W&B run files, and the Optuna study's intermediate values (when the experiment has a study
+    with one trial). Returns the ``metrics.jsonl`` rows.
+    """
+    from xdrl.builder.metrics import read_metrics_file
+
+    expected = list(range(1, iterations + 1))
+    rows = read_metrics_file(trial_dir / "metrics.jsonl")
+    assert [r["counters/iter"] for r in rows] == expected, "metrics.jsonl"
+    assert [r["counters/total_frames"] for r in rows] == [frames_per_iteration * i for i in expected]
+    reported = results(trial_dir)
+    assert [r["training_iteration"] for r in reported] == expected, "result.json"
+    csv_rows = progress(trial_dir)
+    assert [int(r["training_iteration"]) for r in csv_rows] == expected, "progress.csv"
+    wandb_rows = [h for run in wandb_runs(trial_dir) for h in run.history]
+    assert [h["counters/iter"] for h in wandb_rows] == expected, "W&B"
+    latest = {}
+    for row, report, csv_row, history in zip(rows, reported, csv_rows, wandb_rows, strict=True):
+        assert {k: report[k] for k in row} == row  # Tune got the row of metrics.jsonl, number for number
+        assert {k: history[k] for k in row} == row  # and so did W&B
+        assert float(csv_row[REWARD]) == row[REWARD]
+        latest.update(row)
+        assert {k: report[k] for k in latest} == latest  # carried forward: the last value of every metric
+    database = trial_dir.parent / "optuna.db"
+    if database.exists():
+        import optuna
+
+        (study_name,) = optuna.get_all_study_names(f"sqlite:///{database}")
+        study = optuna.load_study(study_name=study_name, storage=f"sqlite:///{database}")
+        if len(study.trials) == 1:
+            assert study.trials[0].intermediate_values == {
+                r["training_iteration"]: r[EVAL] for r in reported if EVAL in r
+            }, "Optuna"
+    return rows
+
+
 def trial_info(trial_dir: pathlib.Path) -> list[dict]:
     return json.loads((trial_dir / "trial_info.json").read_text())
 

@@ -7,16 +7,15 @@ import optuna
 import pytest
 
 from tests.distributed.helpers import (
+    assert_one_history,
     experiment,
-    results,
+    iterations_at_least,
     trial_dirs,
     trial_info,
-    tune_holds_checkpoint,
     when_first_trial,
 )
 from xdrl.builder.metrics import read_metrics_file
 from xdrl.distributed import tuner
-from xdrl.wandb_records import find_run_files, read_run
 
 
 @pytest.fixture
@@ -53,6 +52,7 @@ def test_trial_resumes_on_the_other_node_after_its_node_is_removed(cluster, tmp_
             "search.scheduler=none",
             "resources.gpus_per_trial=1",
             "search.max_failures=3",
+            "checkpoint.interval=3",
         )
     )
 
@@ -62,7 +62,9 @@ def test_trial_resumes_on_the_other_node_after_its_node_is_removed(cluster, tmp_
         ray_cluster.remove_node(node)
         return node_id, len(read_metrics_file(trial_dir / "metrics.jsonl"))
 
-    with when_first_trial(tmp_path / "nodeloss", tune_holds_checkpoint, remove_its_node) as removed:
+    # Tune holds the checkpoint of iteration 3 once row 4 is written: the node goes after row 5,
+    # so the trial re-runs iterations its records already hold.
+    with when_first_trial(tmp_path / "nodeloss", iterations_at_least(5), remove_its_node) as removed:
         grid = tuner.run(plan)
     assert removed, "the trial's node was never removed"
     assert not grid.errors
@@ -70,16 +72,8 @@ def test_trial_resumes_on_the_other_node_after_its_node_is_removed(cluster, tmp_
     first, *later = trial_info(trial_dir)
     assert first["node_id"] == removed[0][0]
     assert later and later[-1]["node_id"] != removed[0][0]  # finished on the other node
-    rows = read_metrics_file(trial_dir / "metrics.jsonl")
-    assert [r["counters/iter"] for r in rows] == list(range(1, 13))
-    assert [r["counters/total_frames"] for r in rows] == [128 * i for i in range(1, 13)]
-    reported = results(trial_dir)
-    assert reported[-1]["counters/iter"] == 12
-    assert reported[-1]["training_iteration"] == 12
     # It went on from the checkpoint Tune held, not from iteration 1.
-    resumed = [r for r in reported if r["pid"] == later[-1]["pid"]]
-    assert 1 < resumed[0]["training_iteration"] == resumed[0]["counters/iter"]
-    wandb_rows = [h for p in find_run_files(trial_dir / "wandb") for h in read_run(p).history]
-    assert sorted(h["counters/iter"] for h in wandb_rows) == list(range(1, 13))
+    assert later[-1]["resumed_after"] in (3, 6)
+    assert_one_history(trial_dir, 12)
     study = optuna.load_study(study_name="nodeloss", storage=f"sqlite:///{tmp_path / 'nodeloss' / 'optuna.db'}")
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE]

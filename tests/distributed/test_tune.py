@@ -9,27 +9,22 @@ import pytest
 
 from tests.distributed.helpers import (
     TINY_PPO_BUDGET,
+    assert_one_history,
     experiment,
     iterations_at_least,
     results,
     trial_dirs,
     trial_info,
-    tune_holds_checkpoint,
+    wandb_runs,
     when_first_trial,
 )
 from xdrl.builder.metrics import read_metrics_file
 from xdrl.distributed import tuner
-from xdrl.wandb_records import find_run_files, read_run
 
 METRIC = "eval/deterministic/reward/episode_reward_mean"
 
 
-def _wandb(trial_dir):
-    runs = [read_run(p) for p in find_run_files(trial_dir / "wandb")]
-    return [r for r in runs if r.run_id is not None or r.history]
-
-
-def test_two_trial_sweep_reports_study_and_wandb(local_ray, tmp_path):
+def test_two_trial_sweep_reports_study_andwandb_runs(local_ray, tmp_path):
     plan = tuner.plan(experiment(tmp_path, "sweep", "search.num_samples=2", "search.scheduler=none"))
     grid = tuner.run(plan)
     assert len(grid) == 2 and not grid.errors
@@ -48,7 +43,7 @@ def test_two_trial_sweep_reports_study_and_wandb(local_ray, tmp_path):
             assert report["training_iteration"] == row["counters/iter"]
         assert METRIC in reported[-1]
         finals[reported[-1]["trial_id"]] = reported[-1][METRIC]
-        runs = _wandb(trial_dir)
+        runs = wandb_runs(trial_dir)
         assert len(runs) == 1
         run = runs[0]
         assert run.finished and run.exit_code == 0
@@ -84,7 +79,7 @@ def test_one_gpu_per_trial_never_more_trials_than_gpus(local_ray, tmp_path):
         assert len({o[2] for o in overlapping}) == len(overlapping)  # concurrent trials, different GPUs
 
 
-def test_killed_trial_worker_resumes_from_its_checkpoint(local_ray, tmp_path):
+def test_killed_trial_worker_resumes_from_its_checkpoint_with_one_history(local_ray, tmp_path):
     plan = tuner.plan(
         experiment(
             tmp_path,
@@ -92,7 +87,8 @@ def test_killed_trial_worker_resumes_from_its_checkpoint(local_ray, tmp_path):
             "search.num_samples=1",
             "collector.total_frames=1536",
             "search.scheduler=none",
-            "hooks.eval.interval_frames=512",
+            "hooks.eval.interval_frames=384",
+            "checkpoint.interval=3",
         )
     )
 
@@ -101,24 +97,27 @@ def test_killed_trial_worker_resumes_from_its_checkpoint(local_ray, tmp_path):
         os.kill(pid, signal.SIGKILL)
         return pid, len(read_metrics_file(trial_dir / "metrics.jsonl"))
 
-    with when_first_trial(tmp_path / "fault", tune_holds_checkpoint, kill) as killed:
+    # Tune holds the checkpoint of iteration 3 once row 4 is written; the kill comes after row 5,
+    # so the retry re-runs iterations the records already hold.
+    with when_first_trial(tmp_path / "fault", iterations_at_least(5), kill) as killed:
         grid = tuner.run(plan)
     assert killed, "the trial was never killed"
     assert not grid.errors
     (trial_dir,) = trial_dirs(tmp_path / "fault")
     attempts = trial_info(trial_dir)
     assert len(attempts) == 2 and attempts[0]["pid"] == killed[0][0]
-    rows = read_metrics_file(trial_dir / "metrics.jsonl")
-    assert [r["counters/iter"] for r in rows] == list(range(1, 13))  # no duplicate, none missing
-    assert [r["counters/total_frames"] for r in rows] == [128 * i for i in range(1, 13)]
-    wandb_rows = [h for run in _wandb(trial_dir) for h in run.history]
-    assert sorted(h["counters/iter"] for h in wandb_rows) == list(range(1, 13))
-    assert _wandb(trial_dir)[-1].exit_code == 0
-    # The retry restored the checkpoint: Tune's iteration counter went on from it, not from 1.
-    restarted = [r for r in results(trial_dir) if r["pid"] == attempts[1]["pid"]]
-    assert (
-        restarted[0]["training_iteration"] > 1 and restarted[0]["counters/iter"] == restarted[0]["training_iteration"]
-    )
+    recorded_before_kill = killed[0][1]
+    # The retry continued from Tune's checkpoint (iteration 3, or 6 if the kill came after row 7).
+    resumed_after = attempts[1]["resumed_after"]
+    assert resumed_after in (3, 6) and resumed_after < recorded_before_kill
+    assert_one_history(trial_dir, 12)
+    reported = results(trial_dir)
+    # The first attempt's records stand for everything it recorded; the retry's first own result is
+    # the first iteration no record held, and Tune counted it from the checkpoint.
+    first_own = next(r for r in reported if r["pid"] == attempts[1]["pid"])
+    assert first_own["training_iteration"] >= recorded_before_kill
+    assert first_own["training_iteration"] - first_own["iterations_since_restore"] == resumed_after
+    assert wandb_runs(trial_dir)[-1].exit_code == 0
 
 
 def test_asha_stops_the_weaker_trial_and_its_wandb_run_is_finished(local_ray, tmp_path):
@@ -144,7 +143,7 @@ def test_asha_stops_the_weaker_trial_and_its_wandb_run_is_finished(local_ray, tm
     assert len(strong[1]) == 8
     assert len(weak[1]) < 8  # stopped early by ASHA
     for trial_dir, reported in (strong, weak):
-        (run,) = _wandb(trial_dir)
+        (run,) = wandb_runs(trial_dir)
         assert run.exit_code == 0  # finished, also when stopped
         assert [h["counters/iter"] for h in run.history] == [r["counters/iter"] for r in reported]
 
@@ -226,18 +225,17 @@ def test_sigterm_checkpoints_marks_wandb_preempting_and_tune_restores(local_ray,
     (trial_dir,) = trial_dirs(tmp_path / "preempt")
     attempts = trial_info(trial_dir)
     assert len(attempts) == 2 and attempts[0]["pid"] == signalled[0]
-    runs = _wandb(trial_dir)
+    runs = wandb_runs(trial_dir)
     first, second = runs
     assert first.run_id == second.run_id
     assert first.preempting and first.exit_code is not None  # marked, then finished with every row
     stopped_at = first.history[-1]["counters/iter"]
-    assert [h["counters/iter"] for h in first.history] == list(range(1, stopped_at + 1))
     # No checkpoint was scheduled before the end: the retry starting right after the SIGTERM
     # iteration shows the SIGTERM checkpoint. Nothing re-run, nothing missing.
-    assert stopped_at < 48
+    assert stopped_at < 48 and attempts[1]["resumed_after"] == stopped_at
     assert [h["counters/iter"] for h in second.history] == list(range(stopped_at + 1, 49))
-    assert [r["counters/iter"] for r in read_metrics_file(trial_dir / "metrics.jsonl")] == list(range(1, 49))
     assert second.exit_code == 0 and not second.preempting
+    assert_one_history(trial_dir, 48)
 
 
 def test_experiment_files_round_trip_through_a_storage_uri(tmp_path):

@@ -23,18 +23,13 @@ import torch
 from tensordict import TensorDictBase
 from torchrl.trainers import Trainer
 
+from xdrl.records.atomic import atomic_torch_save, atomic_write_text
 from xdrl.trainer_hooks._shutdown import train_error
-from xdrl.trainer_hooks.checkpoints import atomic_torch_save, atomic_write
 
 _log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 #: Stop reason of a SIGTERM: what clouds and Kubernetes send before taking a node away.
 PREEMPTED = "preempted"
-
-
-def atomic_write_text(path: pathlib.Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
-    atomic_write(path, lambda handle: handle.write(text.encode()))
 
 
 def _sha256(path: pathlib.Path) -> str:
@@ -78,6 +73,17 @@ def set_rng_state(state: dict[str, Any]) -> None:
 def checkpoint_paths(directory: pathlib.Path) -> list[pathlib.Path]:
     """Checkpoint files in ``directory``, newest (highest iteration) first."""
     return sorted(pathlib.Path(directory).glob("trainer_*.pt"), reverse=True)
+
+
+def checkpoint_iteration(path: pathlib.Path) -> int:
+    """The iteration in a checkpoint's file name (``trainer_00000012.pt`` -> 12)."""
+    return int(path.stem.rpartition("_")[2])
+
+
+def remove_checkpoint(path: pathlib.Path) -> None:
+    """Delete a checkpoint and its manifest."""
+    path.with_suffix(".json").unlink(missing_ok=True)
+    path.unlink(missing_ok=True)
 
 
 def load_latest(directory: pathlib.Path) -> tuple[dict[str, Any], pathlib.Path] | None:
@@ -132,6 +138,8 @@ class TrainerCheckpointHook:
         self.trainer: Trainer | None = None
         self.stop_requested = False
         self.stop_reason: str | None = None
+        #: The reason training stopped before its budget, once this hook has acted on a stop request.
+        self.stopped_by: str | None = None
         #: Called with the stop reason once the stop checkpoint is saved (in the training thread).
         self.on_stop: list[Callable[[str], None]] = []
         self.last_saved_iteration: int | None = None
@@ -145,14 +153,23 @@ class TrainerCheckpointHook:
         self.stop_requested = True
 
     def due(self) -> bool:
-        trainer = self.trainer
-        last = trainer.collected_frames >= trainer.total_frames
-        return self.stop_requested or last or self.iteration() % self.interval == 0
+        """Whether this iteration's checkpoint is scheduled (every ``interval`` iterations, and the last)."""
+        return self.finished() or self.iteration() % self.interval == 0
+
+    def finished(self) -> bool:
+        """Whether the trainer has collected its whole budget."""
+        return self.trainer.collected_frames >= self.trainer.total_frames
 
     def __call__(self, _batch: TensorDictBase | None = None) -> None:
-        if self.due():
+        # The stop flag is read once: a signal landing during this call is acted on at the next
+        # iteration, never half here (a stop without this iteration's checkpoint, or a checkpoint
+        # saved after the bridge reported). A stop asked during the last iteration changes nothing:
+        # the run is complete, and its end checkpoint is saved anyway.
+        stop = self.stop_requested and not self.finished()
+        if stop or self.due():
             self.save()
-        if self.stop_requested:
+        if stop:
+            self.stopped_by = self.stop_reason
             for callback in self.on_stop:
                 callback(self.stop_reason)
             self.trainer.request_stop(self.stop_reason)
@@ -176,15 +193,31 @@ class TrainerCheckpointHook:
         manifest = {"iteration": iteration, "collected_frames": payload["collected_frames"], "sha256": _sha256(path)}
         atomic_write_text(path.with_suffix(".json"), json.dumps(manifest, indent=1))
         self.last_saved_iteration, self.last_path = iteration, path
-        self._prune()
+        self._prune(path)
         for callback in self.on_save:
             callback(path)
         return path
 
-    def _prune(self) -> None:
-        for old in checkpoint_paths(self.directory)[self.keep :]:
-            old.with_suffix(".json").unlink(missing_ok=True)
-            old.unlink(missing_ok=True)
+    def _prune(self, written: pathlib.Path) -> None:
+        # Only checkpoints up to the one just written count: it is never deleted, whatever stale
+        # higher-numbered files a restore may have missed.
+        iteration = checkpoint_iteration(written)
+        older = [p for p in checkpoint_paths(self.directory) if checkpoint_iteration(p) <= iteration and p != written]
+        for old in older[max(self.keep - 1, 0) :]:
+            remove_checkpoint(old)
+
+    def discard_after(self, iteration: int) -> list[pathlib.Path]:
+        """Remove checkpoints of iterations after ``iteration`` (a restore continues from ``iteration``).
+
+        They belong to a lineage the restore abandons (a newer local checkpoint that
+        Tune never registered, or a corrupted one that was skipped); left in place,
+        the directory would disagree with the restored state.
+        """
+        stale = [p for p in checkpoint_paths(self.directory) if checkpoint_iteration(p) > iteration]
+        for path in stale:
+            _log.warning("removing checkpoint %s: the run continues from iteration %d", path, iteration)
+            remove_checkpoint(path)
+        return stale
 
     def at_shutdown(self) -> None:
         # After an exception the trainer may be mid-iteration: never checkpoint that.

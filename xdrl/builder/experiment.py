@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import pathlib
 import random
 import uuid
@@ -19,16 +20,13 @@ import torch
 from torchrl.trainers import Trainer
 
 from xdrl.builder.algorithms import ALGORITHMS, AlgorithmParts, BuildContext
+from xdrl.builder.algorithms.common import apply_learning_rate, schedule_iterations
 from xdrl.builder.checkpointing import PREEMPTED, TrainerCheckpointHook, set_rng_state
 from xdrl.builder.envs import EPISODE_VECTOR_REWARD, VECTOR_REWARD, make_env, observation_statistics
-from xdrl.builder.loggers import (
-    csv_logged_iterations,
-    make_csv_logger,
-    make_wandb_logger,
-    wandb_logged_iterations,
-)
+from xdrl.builder.loggers import make_csv_logger, make_wandb_logger
 from xdrl.builder.metrics import MetricsRouter
 from xdrl.config.validation import ValidatedExperiment
+from xdrl.records.atomic import remove_partial_writes
 from xdrl.trainer_hooks import (
     LoggingEvaluationHookSet,
     LoggingHookSet,
@@ -37,6 +35,8 @@ from xdrl.trainer_hooks import (
     WandbFlushHook,
 )
 from xdrl.trainer_hooks._shutdown import ensure_shutdown_on_error
+
+_log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -51,6 +51,7 @@ class Experiment:
     hooks: LoggingHookSet
     router: MetricsRouter
     checkpoints: TrainerCheckpointHook
+    policies: PolicyCheckpointHook
     run_id: str
 
     @property
@@ -168,13 +169,14 @@ def build(
         eval_hook_set=eval_set,
     )
     hooks.register(trainer)
-    PolicyCheckpointHook(
+    policies = PolicyCheckpointHook(
         directory=output_dir / "policies",
         interval=hooks_config.policy_checkpoint.interval,
         policy_path=hooks_config.policy_checkpoint.policy_path or parts.policy_path,
         prefix=hooks_config.policy_checkpoint.prefix,
         meta={"experiment": config.name, "algo": validated.algo.name, "env": config.env.id, "seed": config.seed},
-    ).register(trainer)
+    )
+    policies.register(trainer)
     trainer.register_op("post_steps_log", router.end_iteration)  # metrics.jsonl row of the iteration
     if "wandb" in loggers:
         WandbFlushHook().register(trainer)  # ... and its W&B row
@@ -189,7 +191,7 @@ def build(
     if "wandb" in loggers:
         checkpoints.on_stop.append(functools.partial(mark_wandb_preempting, loggers["wandb"]))
         WandbFinishHook().register(trainer)
-    return Experiment(validated, output_dir, device, trainer, parts, hooks, router, checkpoints, run_id)
+    return Experiment(validated, output_dir, device, trainer, parts, hooks, router, checkpoints, policies, run_id)
 
 
 def mark_wandb_preempting(logger: Any, reason: str) -> None:
@@ -199,27 +201,32 @@ def mark_wandb_preempting(logger: Any, reason: str) -> None:
 
 
 def restore(experiment: Experiment, payload: dict[str, Any] | None) -> int:
-    """Continue an experiment: load a checkpoint payload (``None``: start over) and level the metric sinks.
+    """Continue an experiment: load a checkpoint payload (``None``: start over), tidy its files, level its records.
 
-    Every metric sink is brought level with ``metrics.jsonl`` (see
-    :meth:`MetricsRouter.catch_up`), so that after the resume each holds every
-    iteration exactly once. Returns the iteration training continues after.
+    The run directory is made to agree with the restored iteration: temporary
+    files of writes a crash cut short are removed, and so are trainer and policy
+    checkpoints newer than the restored state. Every metric sink is brought level
+    with ``metrics.jsonl`` under the lineage rule (:mod:`xdrl.records.lineage`).
+    Returns the iteration training continues after.
     """
     iteration = 0
     if payload is not None:
         experiment.trainer.load_state_dict(payload["trainer"])
         experiment.parts.load_extra_state(payload["extra"])
         set_rng_state(payload["rng"])
+        # The configured learning rate, which a resume may change, over the run's (maybe longer) budget.
+        collector = experiment.config.collector
+        iterations = schedule_iterations(collector.total_frames, collector.frames_per_batch)
+        apply_learning_rate(experiment.parts, experiment.validated.algo.lr, iterations)
         iteration = int(payload["iteration"])
         experiment.checkpoints.last_saved_iteration = iteration
-    router = experiment.router
-    router.prepare_resume(iteration)
-    for name, logger in router.named_loggers.items():
-        if name == "wandb":
-            held = wandb_logged_iterations(experiment.output_dir, experiment.run_id, logger)
-        else:
-            held = csv_logged_iterations(experiment.output_dir)
-        router.catch_up(name, held)
+    output_dir = experiment.output_dir
+    removed = remove_partial_writes(output_dir, experiment.checkpoints.directory, experiment.policies.directory)
+    for path in removed:
+        _log.warning("removed %s, left by a write that did not complete", path)
+    experiment.checkpoints.discard_after(iteration)
+    experiment.policies.discard_after(experiment.policies.num_calls)
+    experiment.router.resume(iteration)
     return iteration
 
 

@@ -10,7 +10,6 @@ from typing import Any
 from torchrl.record.loggers import Logger
 
 from xdrl.config.schema import ExperimentConfig, to_dict
-from xdrl.wandb_records import find_run_files, read_run
 
 
 def wandb_api_key_configured() -> bool:
@@ -65,30 +64,3 @@ def make_csv_logger(config: ExperimentConfig, output_dir: pathlib.Path) -> Logge
     from torchrl.record.loggers.csv import CSVLogger
 
     return CSVLogger(exp_name="csv", log_dir=str(output_dir))
-
-
-def wandb_logged_iterations(output_dir: pathlib.Path, run_id: str, logger: Logger | None = None) -> int:
-    """The highest ``counters/iter`` the W&B run already holds (0 for a new run).
-
-    Offline runs are read back from their run files; an online run from its summary.
-    """
-    highest = 0
-    for path in find_run_files(output_dir / "wandb", run_id):
-        for row in read_run(path).history:
-            highest = max(highest, int(row.get("counters/iter", 0)))
-    experiment = getattr(logger, "experiment", None)
-    summary = getattr(experiment, "summary", None)
-    if summary is not None:
-        try:
-            highest = max(highest, int(summary.get("counters/iter", 0) or 0))
-        except (TypeError, ValueError, AttributeError):
-            pass
-    return highest
-
-
-def csv_logged_iterations(output_dir: pathlib.Path) -> int:
-    path = output_dir / "csv" / "scalars" / "counters" / "iter.csv"
-    if not path.exists():
-        return 0
-    values = [line.split(",")[1] for line in path.read_text().splitlines() if line.count(",") == 1]
-    return int(float(values[-1])) if values else 0

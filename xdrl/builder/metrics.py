@@ -1,24 +1,21 @@
 """One funnel for every metric: the loggers, ``metrics.jsonl`` and whoever listens per iteration.
 
 TorchRL's trainer sends each metric a hook returns to ``trainer.logger``. The
-:class:`MetricsRouter` is that logger: it forwards every scalar to the real
-loggers (W&B, CSV) and collects the iteration's row, which it appends to
-``metrics.jsonl`` at the end of the iteration. The loggers get an iteration's
-scalars at that moment too, so an iteration that fails half-way (an exception,
-Ctrl-C) reaches none of the sinks: W&B, the metrics file and the Tune bridge
-see the same names, the same numbers and the same iterations.
+:class:`MetricsRouter` is that logger: it collects the iteration's row and, when
+the iteration completes, appends it to ``metrics.jsonl`` (fsynced) and then
+forwards it to the real loggers (W&B, CSV). An iteration that fails half-way
+(an exception, Ctrl-C) reaches none of the sinks: W&B, the metrics file and the
+Tune bridge see the same names, the same numbers and the same iterations.
 
-After a resume from a checkpoint at iteration K, every sink ends up holding
-each iteration exactly once, with the numbers of ``metrics.jsonl`` (fsynced at
-the end of every iteration, before any checkpoint, so it holds at least up to K):
-:meth:`MetricsRouter.catch_up` replays to a sink the rows of the file it lost
-(W&B buffers die with a killed process), and the re-run iterations the file
-already holds are not sent again.
+After a restore, the lineage rule of :mod:`xdrl.records.lineage` applies: the
+first record of an iteration stands. :meth:`MetricsRouter.resume` brings every
+sink level with ``metrics.jsonl`` and remembers the rows of the iterations that
+training re-runs; for those, :attr:`MetricsRouter.last_row` is the stored row
+and no sink is written again.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import pathlib
@@ -29,6 +26,11 @@ import torch
 from tensordict import TensorDictBase
 from torchrl.record.loggers import Logger
 
+from xdrl.records.lineage import FRAMES, Lineage, jsonl_text, read_jsonl
+
+#: Kept for readers of the metrics file: the lineage module owns the format.
+read_metrics_file = read_jsonl
+
 
 def _scalar(value: Any) -> float | int:
     if isinstance(value, torch.Tensor):
@@ -36,29 +38,12 @@ def _scalar(value: Any) -> float | int:
     return value if isinstance(value, int) and not isinstance(value, bool) else float(value)
 
 
-def read_metrics_file(path: str | pathlib.Path) -> list[dict[str, Any]]:
-    """Rows of a JSON-lines file (``metrics.jsonl``, Tune's ``result.json``); a torn last line is ignored.
-
-    A torn line is what a crash, or a writer still at work, leaves.
-    """
-    path = pathlib.Path(path)
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
-    return rows
-
-
 class MetricsRouter(Logger):
     """A TorchRL logger that fans metrics out and writes one JSON line per iteration.
 
     Stages: ``batch_process`` (first op) starts an iteration (:meth:`register`);
     :meth:`end_iteration` ends it: register it at ``post_steps_log`` after the
-    metric hooks.
+    metric hooks. It is a trainer module, so a checkpoint holds the iteration.
 
     Args:
         jsonl_path: the metrics file (appended to; created when needed).
@@ -70,9 +55,12 @@ class MetricsRouter(Logger):
         self.named_loggers = dict(loggers or {})
         self.iteration = 0
         self.current: dict[str, Any] = {}
+        #: The row that stands for the last completed iteration (see :mod:`xdrl.records.lineage`).
         self.last_row: dict[str, Any] | None = None
-        # Per sink ("jsonl" and each logger name): highest iteration it already holds.
-        self.skip_through: dict[str, int] = {}
+        #: What the records held when the run continued from a checkpoint.
+        self.lineage = Lineage()
+        # Per logger: the highest iteration it holds after a resume (it gets nothing up to there).
+        self._held: dict[str, int] = {}
         # Scalars of the open iteration, for the loggers once it completes: (name, value, step, kwargs).
         self._pending: list[tuple[str, float | int, int | None, dict[str, Any]]] = []
         self._open = False
@@ -87,7 +75,10 @@ class MetricsRouter(Logger):
         return None
 
     def _active(self) -> list[Logger]:
-        return [lg for name, lg in self.named_loggers.items() if self.iteration > self.skip_through.get(name, 0)]
+        """The loggers that take this iteration's records (none while a re-run iteration's record stands)."""
+        if self.lineage.holds(self.iteration):
+            return []
+        return [lg for name, lg in self.named_loggers.items() if self.iteration > self._held.get(name, 0)]
 
     # TorchRL Logger interface -------------------------------------------------
     def log_scalar(self, name: str, value: float, step: int | None = None, **kwargs: Any) -> None:
@@ -123,49 +114,38 @@ class MetricsRouter(Logger):
         return batch
 
     def end_iteration(self, _batch: TensorDictBase | None = None) -> None:
+        """Publish the iteration: ``metrics.jsonl`` first (fsynced), then the loggers."""
         self._open = False
+        pending, self._pending = self._pending, []
+        fresh = {key: value for key, value in self.current.items() if not _is_nan(value)}
+        self.last_row = self.lineage.row_of_record(self.iteration, fresh)
+        if self.lineage.holds(self.iteration):
+            return  # a re-run iteration: its first record stands in every sink
+        self.jsonl_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.jsonl_path.open("a") as handle:
+            handle.write(jsonl_text([fresh]))
+            handle.flush()
+            os.fsync(handle.fileno())
         active = self._active()
-        for name, value, step, kwargs in self._pending:
-            for logger in active:
-                logger.log_scalar(name, value, step=step, **kwargs)
-        self._pending = []
-        row = {key: value for key, value in self.current.items() if not _is_nan(value)}
-        self.last_row = row
-        if self.iteration > self.skip_through.get("jsonl", 0):
-            self.jsonl_path.parent.mkdir(parents=True, exist_ok=True)
-            with self.jsonl_path.open("a") as handle:
-                handle.write(json.dumps(row, sort_keys=True) + "\n")
-                handle.flush()
-                os.fsync(handle.fileno())
+        for name, value, step, kwargs in pending:
+            if name in fresh:  # NaN stays out of every record, as it stays out of the file
+                for logger in active:
+                    logger.log_scalar(name, value, step=step, **kwargs)
 
-    def prepare_resume(self, iteration: int) -> None:
-        """Continue after a checkpoint at ``iteration``: drop torn lines, skip what sinks hold."""
-        self.iteration = iteration
-        rows = read_metrics_file(self.jsonl_path)
-        if self.jsonl_path.exists():
-            # Rewrite without a torn last line so that appends start on a fresh line.
-            tmp = self.jsonl_path.with_suffix(".jsonl.tmp")
-            tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
-            os.replace(tmp, self.jsonl_path)
-        self.skip_through["jsonl"] = max([int(r.get("counters/iter", 0)) for r in rows] + [0])
+    def resume(self, restored: int) -> Lineage:
+        """Continue after a checkpoint at iteration ``restored``: level every sink with ``metrics.jsonl``.
 
-    def catch_up(self, name: str, held: int) -> None:
-        """Bring sink ``name``, which holds iterations up to ``held``, level with ``metrics.jsonl``.
-
-        Call after :meth:`prepare_resume`. Rows past ``held`` are replayed from the
-        file (same numbers, same steps); iterations up to the file's last one are
-        not sent to the sink again when training re-runs them.
+        The file loses a torn last line; W&B gets the rows it lost replayed from
+        the file (same numbers, same steps: a killed process loses W&B's
+        buffers); the CSV files are rewritten from it. The rows past ``restored``
+        are the records of the iterations training re-runs: they stand.
         """
-        logger = self.named_loggers[name]
-        through = self.skip_through.get("jsonl", 0)
-        for row in read_metrics_file(self.jsonl_path):
-            row_iteration = int(row.get("counters/iter", 0))
-            if held < row_iteration <= through:
-                step = int(row.get("counters/total_frames", 0))
-                for key, value in row.items():
-                    logger.log_scalar(key, value, step=step)
-                _commit_row(logger)
-        self.skip_through[name] = max(held, through)
+        self.iteration = restored
+        self.lineage, rows = Lineage.at_restore(self.jsonl_path, restored)
+        through = self.lineage.through
+        for name, logger in self.named_loggers.items():
+            self._held[name] = max(_level(logger, self.jsonl_path.parent, rows), through)
+        return self.lineage
 
     # State (a trainer module, so that checkpoints hold the iteration) --------
     def state_dict(self) -> dict[str, Any]:
@@ -181,13 +161,28 @@ class MetricsRouter(Logger):
         trainer._batch_process_ops.insert(0, (self.begin_iteration, {}))
 
 
-def _commit_row(logger: Logger) -> None:
-    """End the pending row of a W&B logger (other loggers write rows as they go)."""
+def _level(logger: Logger, output_dir: pathlib.Path, rows: list[dict[str, Any]]) -> int:
+    """Bring one logger level with the rows of ``metrics.jsonl``; returns the highest iteration it held."""
+    from torchrl.record.loggers.csv import CSVLogger
+
+    from xdrl.records.lineage import highest_iteration, iteration_of, rewrite_csv_scalars, wandb_held
     from xdrl.trainer_hooks.wandb_hooks import commit_row, find_wandb_logger
 
+    if isinstance(logger, CSVLogger):
+        rewrite_csv_scalars(output_dir, rows)
+        return highest_iteration(rows)
     wandb_logger = find_wandb_logger(logger)
-    if wandb_logger is not None:
-        commit_row(wandb_logger)
+    if wandb_logger is None:
+        raise TypeError(f"xdrl cannot tell which iterations a {type(logger).__name__} holds after a restore")
+    run = wandb_logger.experiment
+    held = wandb_held(output_dir, run.id, run)
+    for row in rows:
+        if iteration_of(row) > held:
+            step = int(row.get(FRAMES, 0))
+            for key, value in row.items():
+                wandb_logger.log_scalar(key, value, step=step)
+            commit_row(wandb_logger)
+    return held
 
 
 def _is_nan(value: Any) -> bool:

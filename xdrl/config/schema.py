@@ -9,6 +9,7 @@ reports the first bad key as a :class:`~xdrl.config.errors.ConfigError`.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -187,7 +188,14 @@ def _describe(tp: Any) -> str:
         return "a mapping"
     if tp is type(None):
         return "null"
-    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(tp, str(tp))
+    return {int: "an integer", float: "a finite number", bool: "true or false", str: "a string"}.get(tp, str(tp))
+
+
+def _finite(number: int | float) -> bool:
+    try:
+        return math.isfinite(number)
+    except OverflowError:  # an int beyond any float
+        return False
 
 
 def _convert(tp: Any, value: Any, key: str) -> Any:
@@ -195,12 +203,15 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
     if dataclasses.is_dataclass(tp):
         return from_mapping(tp, value, key)
     if origin in (types.UnionType, typing.Union):
+        errors = []
         for option in typing.get_args(tp):
             try:
                 return _convert(option, value, key)
-            except ConfigError:
-                continue
-        raise ConfigError(key, value, _describe(tp))
+            except ConfigError as error:
+                errors.append(error)
+        # A list with one bad item fits its option but for that item: naming the item says more.
+        inner = [error for error in errors if error.key != key]
+        raise inner[0] if inner else ConfigError(key, value, _describe(tp))
     if origin is Literal:
         if value in typing.get_args(tp):
             return value
@@ -227,7 +238,9 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     elif tp is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
+        # inf and nan are floats to YAML and Hydra, but no setting of an experiment means them:
+        # they pass "> 0" checks and surface later as nan losses or a hung scheduler.
+        if isinstance(value, int | float) and not isinstance(value, bool) and _finite(value):
             return float(value)
     elif tp is str:
         if isinstance(value, str):
@@ -240,7 +253,8 @@ def from_mapping(cls: type, data: Any, prefix: str = "") -> Any:
 
     Raises:
         ConfigError: for an unknown key (with the accepted keys), a missing key or
-            a value of the wrong type; the key is the full dotted path.
+            a value of the wrong type (``inf`` and ``nan`` are not accepted as numbers);
+            the key is the full dotted path.
 
     Examples:
         >>> from_mapping(CheckpointConfig, {"interval": 5, "keep": 2}, "checkpoint")
@@ -249,6 +263,10 @@ def from_mapping(cls: type, data: Any, prefix: str = "") -> Any:
         Traceback (most recent call last):
         ...
         xdrl.config.errors.ConfigError: checkpoint.kept=2 is not accepted: expected one of the keys interval, keep
+        >>> from_mapping(AshaConfig, {"grace_period": 1, "reduction_factor": float("inf"), "max_t": None}, "search.asha")
+        Traceback (most recent call last):
+        ...
+        xdrl.config.errors.ConfigError: search.asha.reduction_factor=inf is not accepted: expected a finite number
     """
     if not isinstance(data, Mapping):
         raise ConfigError(prefix or cls.__name__, data, f"a mapping with keys {', '.join(_field_names(cls))}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import shutil
 import tempfile
 from typing import Any
 
@@ -25,9 +26,14 @@ class TuneReportHook:
     every metric produced so far (evaluation metrics keep their last value in
     the iterations between evaluations, so the searcher and the scheduler
     always find them); the metrics produced in this iteration are exactly the
-    iteration's row of ``metrics.jsonl``, including ``counters/total_frames``
-    and ``counters/iter``. When the checkpoint hook saved this iteration, the
-    report carries it as a Tune ``Checkpoint``.
+    iteration's row of record (:attr:`MetricsRouter.last_row`): the row of
+    ``metrics.jsonl``, including ``counters/total_frames`` and ``counters/iter``.
+    A restored trial re-running iterations that its records already hold reports
+    their stored rows (the lineage rule of :mod:`xdrl.records.lineage`), so Tune's
+    iteration counter, its checkpoints and the searcher see one history. When the
+    checkpoint hook saved this iteration, the report carries it as a Tune
+    ``Checkpoint``. The carried-forward values are the hook's state, so a
+    restored trial's reports still carry the last evaluation.
 
     When Tune stops the trial, ``tune.report`` raises ``SystemExit``; the trainer's
     shutdown stage then finishes the W&B run with every row flushed.
@@ -50,8 +56,7 @@ class TuneReportHook:
     def __call__(self, _batch: TensorDictBase | None = None) -> None:
         from ray import tune
 
-        row = self.router.last_row or {}
-        self.latest.update(row)
+        self.latest.update(self.router.last_row or {})
         metrics = dict(self.latest)
         saved, self._saved = self._saved, None
         if saved is None:
@@ -63,10 +68,17 @@ class TuneReportHook:
             try:
                 os.link(saved, target)
             except OSError:
-                import shutil
-
                 shutil.copy2(saved, target)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
 
-    def register(self, trainer: Trainer) -> None:
+    def state_dict(self) -> dict[str, Any]:
+        # A checkpoint is saved in its iteration before this hook reports: include that iteration's row.
+        return {"latest": {**self.latest, **(self.router.last_row or {})}}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.latest = dict(state_dict["latest"])
+
+    def register(self, trainer: Trainer, name: str = "tune_report") -> None:
+        """Report at ``post_steps_log``; the carried-forward metrics go into the trainer's checkpoints."""
+        trainer.register_module(name, self)
         trainer.register_op("post_steps_log", self)

@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import pathlib
+import random
 from collections.abc import Iterator
 from typing import Any
 
 from xdrl.config.errors import ConfigError
 from xdrl.config.schema import SearchConfig, from_mapping
+from xdrl.config.validation import check_name, validate
 
 DISTRIBUTIONS = ("uniform", "loguniform", "int", "choice")
+#: Seeded random values tried per dimension besides its edges and midpoint, and seeded joint
+#: samples of all dimensions: one validation takes milliseconds, a trial that fails takes a
+#: worker, and a "multiple of" rule or a limit across keys shows only inside the space.
+INTERIOR_SAMPLES = 4
+JOINT_SAMPLES = 8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,6 +37,33 @@ class Dimension:
         if self.type == "choice":
             return list(self.values)
         return [int(self.low), int(self.high)] if self.type == "int" else [self.low, self.high]
+
+    def interior(self, rng: random.Random, count: int) -> list[Any]:
+        """The midpoint and ``count`` random values inside (none for a choice: :meth:`corners` has them all).
+
+        Examples:
+            >>> Dimension("algo.epochs", "int", 4.0, 20.0).interior(random.Random(0), 2)
+            [12, 16, 17]
+        """
+        if self.type == "choice":
+            return []
+        if self.type == "int":
+            middle: Any = int(self.low + self.high) // 2
+        elif self.type == "loguniform":
+            middle = math.sqrt(self.low * self.high)
+        else:
+            middle = (self.low + self.high) / 2
+        return [middle, *(self.sample(rng) for _ in range(count))]
+
+    def sample(self, rng: random.Random) -> Any:
+        """One value drawn as Ray Tune's domain of this dimension draws it."""
+        if self.type == "choice":
+            return rng.choice(self.values)
+        if self.type == "int":
+            return rng.randint(int(self.low), int(self.high))
+        if self.type == "loguniform":
+            return math.exp(rng.uniform(math.log(self.low), math.log(self.high)))
+        return rng.uniform(self.low, self.high)
 
 
 def _leaves(space: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
@@ -58,9 +93,10 @@ def parse_dimensions(space: dict[str, Any]) -> list[Dimension]:
             dimensions.append(Dimension(key, kind, values=tuple(values)))
             continue
         low, high = spec.get("low"), spec.get("high")
-        numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (low, high))
+        # inf would reach Tune's samplers (and nan passes no comparison): finite bounds only.
+        numbers = all(isinstance(v, int | float) and not isinstance(v, bool) and _finite(v) for v in (low, high))
         if set(spec) != {"type", "low", "high"} or not numbers or not low < high:
-            raise ConfigError(where, spec, f"{{type: {kind}, low: a number, high: a larger number}}")
+            raise ConfigError(where, spec, f"{{type: {kind}, low: a finite number, high: a larger finite number}}")
         if kind == "loguniform" and low <= 0:
             raise ConfigError(where, spec, "a positive low bound for loguniform")
         if kind == "int" and not (float(low).is_integer() and float(high).is_integer()):
@@ -69,6 +105,13 @@ def parse_dimensions(space: dict[str, Any]) -> list[Dimension]:
     if not dimensions:
         raise ConfigError("search.space", space, "at least one dimension")
     return dimensions
+
+
+def _finite(number: int | float) -> bool:
+    try:
+        return math.isfinite(number)
+    except OverflowError:  # an int beyond any float
+        return False
 
 
 def get_dotted(raw: dict[str, Any], key: str) -> Any:
@@ -117,8 +160,19 @@ def parse_search(raw: dict[str, Any]) -> SearchConfig:
             raise ConfigError(f"search.{name}", getattr(search, name), "a positive number")
     if search.max_failures < 0:
         raise ConfigError("search.max_failures", search.max_failures, "0 or more")
-    if search.asha.grace_period <= 0 or search.asha.reduction_factor <= 1:
-        raise ConfigError("search.asha", dataclasses.asdict(search.asha), "grace_period >= 1 and reduction_factor > 1")
+    asha = search.asha
+    if asha.grace_period < 1:
+        raise ConfigError(
+            "search.asha.grace_period", asha.grace_period, "1 or more (iterations before ASHA may stop a trial)"
+        )
+    if asha.reduction_factor <= 1:
+        raise ConfigError("search.asha.reduction_factor", asha.reduction_factor, "a number above 1")
+    if asha.max_t is not None and asha.max_t < 1:
+        raise ConfigError("search.asha.max_t", asha.max_t, "null (every iteration of the run) or 1 or more")
+    if asha.max_t is not None and asha.grace_period > asha.max_t:
+        raise ConfigError("search.asha.grace_period", asha.grace_period, f"at most search.asha.max_t={asha.max_t}")
+    if search.experiment_name is not None:
+        check_name("search.experiment_name", search.experiment_name)
     metrics = search.metric if isinstance(search.metric, list) else [search.metric]
     modes = search.mode if isinstance(search.mode, list) else [search.mode]
     if isinstance(search.metric, list) != isinstance(search.mode, list) or len(metrics) != len(modes):
@@ -144,6 +198,62 @@ def check_space_keys(dimensions: list[Dimension], base: dict[str, Any]) -> None:
             raise ConfigError(
                 "search.space", dimension.key, "a key of the experiment config: " + ", ".join(near or keys)
             )
+
+
+def check_space_values(dimensions: list[Dimension], base: dict[str, Any], seed: int) -> None:
+    """The experiment config must accept values from every part of the space, before any trial starts.
+
+    Per dimension, with the others at their base value: its edges, its midpoint and
+    :data:`INTERIOR_SAMPLES` seeded random values (a "multiple of" rule shows only inside);
+    then :data:`JOINT_SAMPLES` seeded samples of all dimensions together (a limit across
+    keys, such as ``algo.minibatch_size`` at most ``collector.frames_per_batch``). Passing
+    is evidence, not proof: the searcher may still draw a value in between.
+
+    Raises:
+        ConfigError: naming ``search.space.<key>`` and the value, or for a combination
+            ``search.space`` and the smallest set of keys and values found to fail together.
+    """
+    rng = random.Random(seed)
+    for dimension in dimensions:
+        for value in [*dimension.corners(), *dimension.interior(rng, INTERIOR_SAMPLES)]:
+            _check_point(base, {dimension.key: value})
+    if len(dimensions) > 1:
+        for _ in range(JOINT_SAMPLES):
+            _check_point(base, {d.key: d.sample(rng) for d in dimensions})
+
+
+def _rejection(base: dict[str, Any], point: dict[str, Any]) -> ConfigError | None:
+    try:
+        validate(with_values(base, point))
+    except ConfigError as error:
+        return error
+    return None
+
+
+def _check_point(base: dict[str, Any], point: dict[str, Any]) -> None:
+    error = _rejection(base, point)
+    if error is None:
+        return
+    culprits = dict(point)
+    for key in point:  # drop every key the failure does not need, so the message names only the culprits
+        fewer = {k: v for k, v in culprits.items() if k != key}
+        if fewer and _rejection(base, fewer) is not None:
+            culprits = fewer
+    if len(culprits) > 1:
+        error = _rejection(base, culprits) or error
+        raise ConfigError("search.space", culprits, f"values the config accepts together ({error})")
+    ((key, value),) = culprits.items()
+    raise ConfigError(f"search.space.{key}", value, f"values the config accepts ({error})")
+
+
+def check_asha_iterations(search: SearchConfig, iterations: int) -> None:
+    """ASHA's first rung must come within the run, else no trial is ever compared."""
+    if search.scheduler == "asha" and search.asha.grace_period > iterations:
+        raise ConfigError(
+            "search.asha.grace_period",
+            search.asha.grace_period,
+            f"at most the run's {iterations} iterations (collector.total_frames / collector.frames_per_batch)",
+        )
 
 
 def check_metrics(search: SearchConfig, schema: list[str]) -> None:
@@ -194,9 +304,17 @@ def make_searcher(search: SearchConfig, experiment_name: str, experiment_dir: pa
     class _OptunaSearch(OptunaSearch):
         # xdrl evaluates every few iterations: results before the first evaluation lack the metric.
         def on_trial_result(self, trial_id: str, result: dict) -> None:
-            metrics = self.metric if isinstance(self.metric, list) else [self.metric]
-            if all(m in result for m in metrics):
+            if self._has_metrics(result):
                 super().on_trial_result(trial_id, result)
+
+        # A result without every searched metric never completes a study trial: Ray's OptunaSearch
+        # would tell a multi-objective study a list holding None (the trial then stays RUNNING).
+        def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+            super().on_trial_complete(trial_id, result if result and self._has_metrics(result) else None, error)
+
+        def _has_metrics(self, result: dict) -> bool:
+            metrics = self.metric if isinstance(self.metric, list) else [self.metric]
+            return all(result.get(m) is not None for m in metrics)
 
     return _OptunaSearch(
         metric=search.metric,

@@ -15,9 +15,9 @@ import time
 import warnings
 from typing import Any
 
-from xdrl.builder.checkpointing import atomic_write_text
 from xdrl.distributed.bridge import CHECKPOINT_FILE, TuneReportHook
 from xdrl.distributed.search import with_values
+from xdrl.records.atomic import atomic_write_text
 
 _log = logging.getLogger(__name__)
 #: Written in every trial directory: where and on what the trial ran.
@@ -111,7 +111,7 @@ def trial_config(
     return raw
 
 
-def _write_trial_info(directory: pathlib.Path, device: Any, started: float) -> None:
+def _write_trial_info(directory: pathlib.Path, device: Any, started: float, resumed_after: int) -> None:
     import ray
 
     info = {
@@ -123,6 +123,8 @@ def _write_trial_info(directory: pathlib.Path, device: Any, started: float) -> N
         "node_id": ray.get_runtime_context().get_node_id(),
         "device": str(device),
         "started": started,
+        # The iteration of the checkpoint this attempt continued from (0: the beginning).
+        "resumed_after": resumed_after,
         "finished": None,
     }
     path = directory / TRIAL_INFO
@@ -166,17 +168,18 @@ def run_trial(
     experiment = build(validated, output_dir=output_dir, run_id=validated.config.logger.run_id)
     experiment.checkpoints.keep = 1
     TuneReportHook(experiment.router, experiment.checkpoints).register(experiment.trainer)
-    _write_trial_info(output_dir, experiment.device, started)
 
-    # A retried or restored trial: Tune hands back its newest checkpoint.
+    # A retried or restored trial: Tune hands back its newest checkpoint. A trial started again
+    # without one (it had none yet) still tidies its directory and keeps its first records.
     checkpoint = tune.get_checkpoint()
     payload = None
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
             payload = load_tune_checkpoint(pathlib.Path(directory))
-    if payload is not None or (output_dir / "metrics.jsonl").exists():
-        iteration = restore(experiment, payload)
+    iteration = restore(experiment, payload)
+    if iteration or experiment.router.lineage.recorded:
         _log.info("trial %s continues after iteration %d", context.get_trial_id(), iteration)
+    _write_trial_info(output_dir, experiment.device, started, resumed_after=iteration)
     trainer = experiment.trainer
     TRIAL_SHUT_DOWN.clear()
     _RUNNING["checkpoints"] = experiment.checkpoints
@@ -189,7 +192,7 @@ def run_trial(
         TRIAL_SHUT_DOWN.set()
     from xdrl.builder.checkpointing import PREEMPTED
 
-    if experiment.checkpoints.stop_reason == PREEMPTED:
+    if experiment.checkpoints.stopped_by == PREEMPTED:
         raise TrialPreempted(f"trial {context.get_trial_id()} preempted after iteration {experiment.router.iteration}")
     if final_episodes:
         from xdrl.builder.experiment import evaluate

@@ -13,16 +13,18 @@ from typing import Any
 import yaml
 
 from xdrl.config import ConfigError, compose_config, validate
+from xdrl.config.validation import check_output_dir
 from xdrl.distributed.search import (
+    check_asha_iterations,
     check_metrics,
     check_space_keys,
+    check_space_values,
     make_scheduler,
     make_searcher,
     parse_dimensions,
     parse_search,
     study_storage_url,
     tune_space,
-    with_values,
 )
 
 _log = logging.getLogger(__name__)
@@ -90,24 +92,27 @@ def plan(overrides: Sequence[str], *, check_schema: bool = True) -> TunePlan:
     """Compose, validate and pre-flight check a search, before any cluster resource is used.
 
     Raises:
-        ConfigError: bad experiment config, bad search config, a searched key the
-            config does not have, a corner of the space the config rejects, or a
-            metric the hook set does not produce.
+        ConfigError: bad experiment config, bad search config, a device other than
+            auto or cpu, a searched key the config does not have, a point of the space
+            (edges, midpoints, seeded samples) the config rejects, an ASHA grace period
+            beyond the run, a metric the hook set does not produce, or a local storage
+            path that cannot be written.
     """
     raw = compose_config(overrides)
     search = parse_search(raw)
     base = {**raw, "search": None}
     validated = validate(base)
+    device = validated.config.resources.device
+    if device not in ("auto", "cpu"):
+        # A trial sees only the GPU Ray assigned it, as cuda:0; a name chosen on the driver may not exist there.
+        raise ConfigError(
+            "resources.device",
+            device,
+            "auto or cpu for xdrl tune (Ray gives each trial its GPUs through resources.gpus_per_trial; auto uses them)",
+        )
     dimensions = parse_dimensions(search.space)
     check_space_keys(dimensions, base)
-    for dimension in dimensions:  # the edges of the space must give valid configs too
-        for value in dimension.corners():
-            try:
-                validate(with_values(base, {dimension.key: value}))
-            except ConfigError as error:
-                raise ConfigError(
-                    f"search.space.{dimension.key}", value, f"values the config accepts ({error})"
-                ) from error
+    check_space_values(dimensions, base, search.seed)
     if check_schema:
         from xdrl.builder.schema import metric_schema
 
@@ -121,8 +126,11 @@ def plan(overrides: Sequence[str], *, check_schema: bool = True) -> TunePlan:
             "search.study.storage", None, f"an Optuna RDB URL when search.storage_path is remote ({storage_path})"
         )
     experiment_dir = pathlib.Path(storage_path) / name if not _is_uri(storage_path) else pathlib.Path(".") / name
+    if not _is_uri(storage_path):
+        check_output_dir(pathlib.Path(storage_path), key="search.storage_path")
     collector = validated.config.collector
     iterations = -(-collector.total_frames // collector.frames_per_batch)
+    check_asha_iterations(search, iterations)
     base = {**raw, "search": dataclasses.asdict(search)}
     return TunePlan(base, search, dimensions, name, storage_path, experiment_dir, iterations, list(overrides))
 
@@ -194,12 +202,15 @@ def _tuner(plan_: TunePlan, callbacks: Sequence[Any] = ()) -> Any:
 def _run_config(plan_: TunePlan, callbacks: Sequence[Any] = ()) -> Any:
     from ray import tune
 
+    from xdrl.distributed.result_loggers import result_loggers
+
     return tune.RunConfig(
         name=plan_.experiment_name,
         storage_path=plan_.storage_path,
         failure_config=tune.FailureConfig(max_failures=plan_.search.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=plan_.base["checkpoint"]["keep"]),
-        callbacks=list(callbacks),
+        # Tune's result loggers under the lineage rule (the first record of an iteration stands).
+        callbacks=[*result_loggers(), *callbacks],
         verbose=1,
     )
 

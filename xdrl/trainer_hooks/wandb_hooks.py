@@ -62,6 +62,9 @@ def defer_commits(logger: WandbLogger) -> None:
 
         setattr(logger, method_name, deferred)
     setattr(logger, _DEFERRED_MARK, True)
+    # Nothing pending yet. Without the mark, the flush hook would compare step registries, and a
+    # hook restored from a checkpoint (its registry from another process) would commit an empty row.
+    setattr(logger, PENDING_MARK, False)
 
 
 class WandbFlushHook(TrainerHookBase):

@@ -34,6 +34,11 @@ class BuildContext:
     logger: Any
     progress_bar: bool
 
+    @property
+    def iterations(self) -> int:
+        """Trainer iterations of the run (one per collected batch), what schedules span."""
+        return schedule_iterations(self.total_frames, self.frames_per_batch)
+
     def action_spec(self) -> Any:
         """The training environment's action spec (read from a throw-away instance)."""
         probe = self.make_env()
@@ -55,6 +60,42 @@ class AlgorithmParts:
     #: State the trainer's own ``state_dict`` misses (replay buffer, schedules).
     extra_state: Callable[[], dict[str, Any]] = lambda: {}
     load_extra_state: Callable[[dict[str, Any]], None] = lambda state: None
+    #: The learning-rate schedule stepped once per iteration (``algo.anneal_lr``), if any.
+    lr_schedule: torch.optim.lr_scheduler.LinearLR | None = None
+
+
+def schedule_iterations(total_frames: int, frames_per_batch: int) -> int:
+    """The iterations a per-iteration schedule spans (at least 1)."""
+    return max(total_frames // frames_per_batch, 1)
+
+
+def annealed_lr(optimizer: torch.optim.Optimizer, iterations: int) -> torch.optim.lr_scheduler.LinearLR:
+    """``algo.anneal_lr``: the learning rate decays linearly to 1/1000 of its value over ``iterations``."""
+    return torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1.0, end_factor=1e-3, total_iters=iterations)
+
+
+def apply_learning_rate(parts: AlgorithmParts, lr: float, iterations: int) -> None:
+    """Put the configured learning rate into a restored optimizer.
+
+    Loading a checkpoint brings back the optimizer's learning rate and the
+    schedule's length, which a resume may change (``algo.lr``, a longer
+    ``collector.total_frames``). The rate becomes ``lr`` at the point the run has
+    reached, and an annealing schedule is stretched over the new ``iterations``:
+    the rate is where a run planned this way from the start would be now.
+    """
+    optimizer = parts.trainer.optimizer
+    schedule = parts.lr_schedule
+    factor = 1.0
+    if schedule is not None:
+        schedule.total_iters = iterations
+        schedule.base_lrs = [lr] * len(optimizer.param_groups)
+        done = min(schedule.last_epoch, iterations)
+        factor = schedule.start_factor + (schedule.end_factor - schedule.start_factor) * done / iterations
+    for group in optimizer.param_groups:
+        group["initial_lr"] = lr
+        group["lr"] = lr * factor
+    if schedule is not None:
+        schedule._last_lr = [group["lr"] for group in optimizer.param_groups]
 
 
 def mlp(in_features: int, out_features: int, hidden_sizes: Sequence[int], activation: str, device: torch.device) -> MLP:

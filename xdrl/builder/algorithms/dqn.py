@@ -13,7 +13,14 @@ from torchrl.objectives import DQNLoss, HardUpdate
 from torchrl.trainers import LRSchedulerHook
 from torchrl.trainers.algorithms import DQNTrainer
 
-from xdrl.builder.algorithms.common import AlgorithmParts, BuildContext, make_collector, make_trainer, mlp
+from xdrl.builder.algorithms.common import (
+    AlgorithmParts,
+    BuildContext,
+    annealed_lr,
+    make_collector,
+    make_trainer,
+    mlp,
+)
 
 
 @dataclasses.dataclass
@@ -74,11 +81,8 @@ def build(config: DQNConfig, ctx: BuildContext) -> AlgorithmParts:
         greedy_module=greedy,
         clip_norm=config.max_grad_norm,
     )
-    if config.anneal_lr:
-        iterations = max(ctx.total_frames // ctx.frames_per_batch, 1)
-        schedule = torch.optim.lr_scheduler.LinearLR(
-            optimizer, start_factor=1.0, end_factor=1e-3, total_iters=iterations
-        )
+    schedule = annealed_lr(optimizer, ctx.iterations) if config.anneal_lr else None
+    if schedule is not None:
         LRSchedulerHook(schedule).register(trainer)  # stepped once per collected batch, part of the trainer state
 
     def extra_state() -> dict[str, Any]:
@@ -93,4 +97,4 @@ def build(config: DQNConfig, ctx: BuildContext) -> AlgorithmParts:
         greedy.load_state_dict(state["greedy"])
         trainer._greedy_last_frames = int(state["greedy_last_frames"])
 
-    return AlgorithmParts(trainer, policy, "loss_module.value_network", extra_state, load_extra_state)
+    return AlgorithmParts(trainer, policy, "loss_module.value_network", extra_state, load_extra_state, schedule)

@@ -14,6 +14,7 @@ from torchrl.trainers.algorithms import PPOTrainer
 from xdrl.builder.algorithms.common import (
     AlgorithmParts,
     BuildContext,
+    annealed_lr,
     make_collector,
     make_trainer,
     mlp,
@@ -59,12 +60,7 @@ def build(config: PPOConfig, ctx: BuildContext) -> AlgorithmParts:
         normalize_advantage=False,  # the trainer's GAE already standardises advantages
     )
     optimizer = torch.optim.Adam(loss.parameters(), lr=config.lr)
-    iterations = max(ctx.total_frames // ctx.frames_per_batch, 1)
-    scheduler = (
-        torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1.0, end_factor=1e-3, total_iters=iterations)
-        if config.anneal_lr
-        else None
-    )
+    scheduler = annealed_lr(optimizer, ctx.iterations) if config.anneal_lr else None
     buffer = ReplayBuffer(
         storage=LazyTensorStorage(ctx.frames_per_batch, device=ctx.device),
         sampler=SamplerWithoutReplacement(),
@@ -84,4 +80,4 @@ def build(config: PPOConfig, ctx: BuildContext) -> AlgorithmParts:
         gamma=config.gamma,
         lmbda=config.gae_lambda,
     )
-    return AlgorithmParts(trainer=trainer, policy=actor, policy_path="loss_module.actor_network")
+    return AlgorithmParts(trainer, actor, "loss_module.actor_network", lr_schedule=scheduler)
