@@ -112,23 +112,46 @@ def _args(command, overrides, tmp_path):
     return args
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
-def test_bad_input_exits_2_with_one_line_and_writes_nothing(case, tmp_path):
-    if SKIPS.get(case):
-        pytest.skip("this host has that device")
-    command, overrides, key = CASES[case]
-    before = {name: (REPO / name).exists() for name in ("runs", "outputs")}
-    result = run_xdrl(command, *_args(command, overrides, tmp_path), timeout=120)
-    assert result.returncode == 2, result.stdout + result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"xdrl: error: {key}="), result.stderr
+def _assert_refused(case, code, stdout, stderr, tmp_path, before):
+    _, _, key = CASES[case]
+    assert code == 2, stdout + stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"xdrl: error: {key}="), stderr
     assert "is not accepted: expected " in lines[0]
-    assert "Started a local Ray instance" not in result.stdout + result.stderr
-    assert result.stdout == ""  # not even the run or experiment directory line
+    assert stdout == ""  # not even the run or experiment directory line
     assert not (tmp_path / "run").exists() and not (tmp_path / "store").exists()
     if (tmp_path / "file").exists():
         assert (tmp_path / "file").read_text() == "not a directory\n"
     assert {name: (REPO / name).exists() for name in before} == before
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(case, tmp_path, capsys, monkeypatch):
+    # The CLI's own entry point in this process (what the console script calls): an interpreter
+    # start per case would cost seconds of imports each. Two cases below go through a real process.
+    import ray
+
+    from xdrl.cli import main
+
+    if SKIPS.get(case):
+        pytest.skip("this host has that device")
+    command, overrides, _ = CASES[case]
+    monkeypatch.chdir(REPO)  # relative defaults (runs/) resolve where a user runs xdrl
+    before = {name: (REPO / name).exists() for name in ("runs", "outputs")}
+    ray_before = ray.is_initialized()
+    code = main([command, *_args(command, overrides, tmp_path)])
+    captured = capsys.readouterr()
+    _assert_refused(case, code, captured.out, captured.err, tmp_path, before)
+    assert ray.is_initialized() == ray_before  # no Ray started
+
+
+@pytest.mark.parametrize("case", ["train name with parents", "tune combination"])
+def test_bad_input_through_the_console_process(case, tmp_path):
+    command, overrides, _ = CASES[case]
+    before = {name: (REPO / name).exists() for name in ("runs", "outputs")}
+    result = run_xdrl(command, *_args(command, overrides, tmp_path), timeout=120)
+    _assert_refused(case, result.returncode, result.stdout, result.stderr, tmp_path, before)
+    assert "Started a local Ray instance" not in result.stdout + result.stderr
 
 
 def test_resume_applies_typed_overrides_and_refuses_frozen_keys(tmp_path):
