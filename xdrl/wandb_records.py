@@ -18,11 +18,14 @@ import zlib
 from collections.abc import Iterator
 from typing import Any
 
-_HEADER = b":W&B"
-_HEADER_SIZE = 7
-_BLOCK = 32 * 1024
+from xdrl._compat import WANDB_RUN_FILE, wandb_record_class
+
+_HEADER = WANDB_RUN_FILE["header"]
+_HEADER_SIZE = WANDB_RUN_FILE["header_size"]
+_BLOCK = WANDB_RUN_FILE["block"]
+# Each chunk: CRC-32 (4 bytes), length (2), type (1), little-endian.
 _CHUNK_HEADER = struct.Struct("<IHB")
-_FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
+_FULL, _FIRST, _MIDDLE, _LAST = (WANDB_RUN_FILE[kind] for kind in ("full", "first", "middle", "last"))
 
 
 def iter_record_payloads(path: str | pathlib.Path) -> Iterator[bytes]:
@@ -82,11 +85,10 @@ class WandbRunRecords:
 
 def read_run(path: str | pathlib.Path) -> WandbRunRecords:
     """Parse a ``run-<id>.wandb`` file: run identity, history rows, exit record."""
-    from wandb.proto import wandb_internal_pb2 as pb
-
+    record_class = wandb_record_class()
     result = WandbRunRecords()
     for payload in iter_record_payloads(path):
-        record = pb.Record()
+        record = record_class()
         record.ParseFromString(payload)
         kind = record.WhichOneof("record_type")
         if kind == "run":

@@ -1,13 +1,19 @@
 """Trainer checkpoints: atomic, checked, the newest usable one found."""
 
 import logging
+import multiprocessing
+import os
 import pathlib
+import random
+import zipfile
 
+import numpy as np
 import pytest
 import torch
+from torchrl.checkpoint import Checkpoint
 
 from tests.helpers import tiny
-from xdrl.builder.checkpointing import checkpoint_paths, load_latest
+from xdrl.builder.checkpointing import checkpoint_paths, load_checkpoint, load_latest, remove_interrupted_saves
 from xdrl.builder.experiment import build, restore
 from xdrl.config import compose_config, validate
 
@@ -21,11 +27,16 @@ def _trained(tmp_path, *extra):
     return validated, experiment
 
 
-def test_keeps_the_newest_and_loads_with_weights_only(tmp_path):
+def test_keeps_the_newest_and_loads_without_unpickling(tmp_path, monkeypatch):
     _, experiment = _trained(tmp_path)
     paths = checkpoint_paths(tmp_path / "checkpoints")
     assert [p.name for p in paths] == ["trainer_00000003.pt", "trainer_00000002.pt", "trainer_00000001.pt"]
-    payload = torch.load(paths[0], weights_only=True)
+
+    def unpickling(*args, **kwargs):
+        raise AssertionError("a trainer checkpoint must load without torch.load")
+
+    monkeypatch.setattr(torch, "load", unpickling)
+    payload = load_checkpoint(paths[0])
     assert payload["iteration"] == 3 and payload["collected_frames"] == 768
     assert len(payload["extra"]["replay_buffer"]) > 0
 
@@ -60,19 +71,25 @@ def test_restore_brings_back_models_buffer_counters_and_rng(tmp_path):
     assert len(second.trainer.replay_buffer) == len(first.trainer.replay_buffer)
     assert second.trainer._greedy_last_frames == first.trainer._greedy_last_frames
     assert second.router.iteration == 3
-    torch.testing.assert_close(torch.get_rng_state(), payload["rng"]["torch"])
+    torch.testing.assert_close(torch.get_rng_state(), payload["rng"]["torch_cpu"])
 
 
 def test_restore_removes_partial_writes_and_files_past_the_restored_state(tmp_path, caplog):
     validated, _ = _trained(tmp_path)  # checkpoints and policy files of iterations 1-3
-    payload = torch.load(tmp_path / "checkpoints" / "trainer_00000001.pt", weights_only=True)
+    payload = load_checkpoint(tmp_path / "checkpoints" / "trainer_00000001.pt")
     leftovers = [
         tmp_path / "checkpoints" / ".trainer_00000004.pt.a1b2c3.tmp",
         tmp_path / "policies" / ".policy_step_00000004.pt.d4e5f6.tmp",
         tmp_path / ".config.yaml.g7h8i9.tmp",
+        # What a checkpoint save killed in TorchRL's Checkpoint.save leaves: its archive being written...
+        tmp_path / "checkpoints" / f".trainer_00000004.pt.archive-{'0a' * 16}",
     ]
     for path in leftovers:
         path.write_bytes(b"half a file")
+    stage = tmp_path / "checkpoints" / f".trainer_00000004.pt.stage-{'1b' * 16}"  # ... and its staging directory
+    (stage / "components").mkdir(parents=True)
+    (stage / "components" / "value.json").write_text("{")
+    leftovers.append(stage)
     resumed = build(validated, "cpu", output_dir=tmp_path)
     with caplog.at_level(logging.WARNING):
         assert restore(resumed, payload) == 1
@@ -93,7 +110,7 @@ def test_restore_removes_partial_writes_and_files_past_the_restored_state(tmp_pa
 
 def test_pruning_never_deletes_the_checkpoint_just_written(tmp_path):
     _trained(tmp_path, "checkpoint.keep=1")
-    payload = torch.load(tmp_path / "checkpoints" / "trainer_00000003.pt", weights_only=True)
+    payload = load_checkpoint(tmp_path / "checkpoints" / "trainer_00000003.pt")
     longer = validate(
         compose_config(tiny("cartpole_dqn", "logger=none", "checkpoint.interval=1", "checkpoint.keep=1"))
         | {"collector": {"total_frames": 1024, "frames_per_batch": 256, "init_random_frames": 256}}
@@ -110,6 +127,92 @@ def test_pruning_never_deletes_the_checkpoint_just_written(tmp_path):
     assert [p.name for p in saved] == ["trainer_00000004.pt"]
     assert saved[0].exists()
     assert not (tmp_path / "checkpoints" / "trainer_00000003.pt").exists()  # keep=1 among the older ones
+
+
+def test_a_checkpoint_restores_the_rng_streams_exactly(tmp_path):
+    validated = validate(compose_config(tiny("cartpole_dqn", "logger=none", "checkpoint.interval=1")))
+    first = build(validated, "cpu", output_dir=tmp_path / "a")
+    streams = {}
+
+    def streams_after_save(path):
+        streams[path.name] = (random.getstate(), np.random.get_state(), torch.get_rng_state())
+
+    first.checkpoints.on_save.append(streams_after_save)
+    first.trainer.train()
+    payload, path = load_latest(tmp_path / "a" / "checkpoints")
+    resumed = build(validated, "cpu", output_dir=tmp_path / "b")
+    # Anywhere but where the checkpoint was.
+    random.seed(1)
+    np.random.seed(1)
+    torch.manual_seed(1)
+    restore(resumed, payload)
+    draws = (random.random(), np.random.random(4).tolist(), torch.rand(4))
+    python, numpy, torch_cpu = streams[path.name]
+    random.setstate(python)
+    np.random.set_state(numpy)
+    torch.set_rng_state(torch_cpu)
+    expected = (random.random(), np.random.random(4).tolist(), torch.rand(4))
+    assert draws[:2] == expected[:2] and torch.equal(draws[2], expected[2])
+
+
+def test_the_hook_state_restores_the_saved_iteration_and_no_stop_request(tmp_path):
+    from xdrl.builder.checkpointing import PREEMPTED
+
+    validated = validate(compose_config(tiny("cartpole_dqn", "logger=none", "checkpoint.interval=50")))
+    first = build(validated, "cpu", output_dir=tmp_path)
+    first.checkpoints.request_stop(PREEMPTED)  # acted on at the end of iteration 1
+    first.trainer.train()
+    assert first.checkpoints.stopped_by == PREEMPTED and first.trainer.collected_frames == 256
+    payload, _ = load_latest(tmp_path / "checkpoints")
+    assert payload["trainer"]["trainer_checkpoint"] == {"last_saved_iteration": 1}
+    resumed = build(validated, "cpu", output_dir=tmp_path)
+    assert restore(resumed, payload) == 1
+    hook = resumed.checkpoints
+    assert hook.last_saved_iteration == 1
+    assert (hook.stop_requested, hook.stop_reason, hook.stopped_by) == (False, None, None)
+    resumed.trainer.train()  # the resumed run trains to its budget
+    assert resumed.trainer.collected_frames == 768 and hook.stopped_by is None
+    assert checkpoint_paths(tmp_path / "checkpoints")[0].name == "trainer_00000003.pt"
+
+
+def _save_killed(directory, kill_at):
+    """Child process: save a checkpoint over ``trainer_00000002.pt`` and die at ``kill_at`` (no cleanup runs)."""
+    calls = {"replace": 0}
+    replace = os.replace
+
+    def write_then_die(*_args, **_kwargs):
+        os._exit(9)
+
+    def second_replace_dies(source, destination):
+        calls["replace"] += 1
+        if calls["replace"] == 2:  # the old checkpoint moved aside, the new one not renamed in yet
+            os._exit(9)
+        replace(source, destination)
+
+    if kill_at == "archive":
+        zipfile.ZipFile.write = write_then_die
+    else:
+        os.replace = second_replace_dies
+    Checkpoint(format="archive", value={"saved": "second"}).save(directory / "trainer_00000002.pt")
+    os._exit(0)
+
+
+@pytest.mark.parametrize("kill_at", ["archive", "publish"])
+def test_a_killed_save_leaves_only_names_restore_recognises(tmp_path, kill_at):
+    # TorchRL's staging names are undocumented (torchrl 0.14.1): this pins them.
+    Checkpoint(format="archive", value={"saved": "first"}).save(tmp_path / "trainer_00000002.pt")
+    child = multiprocessing.get_context("fork").Process(target=_save_killed, args=(tmp_path, kill_at))
+    child.start()
+    child.join(60)
+    assert child.exitcode == 9
+    left = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("."))
+    assert left and all(name.startswith(".trainer_00000002.pt.") for name in left)
+    removed = remove_interrupted_saves(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["trainer_00000002.pt"]
+    assert len(removed) == len(left) - (kill_at == "publish")  # the moved-aside checkpoint went back
+    value = {}
+    Checkpoint(format="archive", value=value).load(tmp_path / "trainer_00000002.pt")
+    assert value == {"saved": "first"}
 
 
 class _Reports:

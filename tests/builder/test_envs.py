@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from xdrl.builder.envs import inspect_env, make_env, observation_statistics
+from xdrl.builder.envs import make_env, observation_statistics
+from xdrl.config.environments import inspect_env
 from xdrl.config.schema import EnvConfig
 
 

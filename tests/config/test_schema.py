@@ -6,7 +6,7 @@ import inspect
 import pytest
 import yaml
 
-from xdrl.builder.algorithms import ALGORITHMS
+from xdrl.config.algorithms import ALGORITHMS
 from xdrl.config.loading import config_dir, group_options
 from xdrl.config.schema import (
     CheckpointConfig,
@@ -82,3 +82,12 @@ def test_from_mapping_reports_the_dotted_key():
     with pytest.raises(Exception, match=r"logger.backend='tensorboard' .* one of 'wandb', 'csv', 'none'"):
         data = yaml.safe_load((config_dir() / "logger" / "wandb.yaml").read_text())
         from_mapping(LoggerConfig, {**data, "backend": "tensorboard"}, "logger")
+
+
+def test_every_algorithm_and_activation_of_the_config_has_its_builder():
+    from xdrl.builder.algorithms import BUILDERS
+    from xdrl.builder.algorithms.common import ACTIVATIONS as ACTIVATION_CLASSES
+    from xdrl.config.algorithms import ACTIVATIONS
+
+    assert list(BUILDERS) == list(ALGORITHMS)
+    assert tuple(ACTIVATION_CLASSES) == ACTIVATIONS

@@ -1,7 +1,6 @@
 """Every bad input gives one line naming the key, the value and what is accepted."""
 
 import pathlib
-import time
 
 import pytest
 
@@ -165,16 +164,14 @@ def test_overrides_reach_the_typed_config():
 
 
 @pytest.mark.parametrize("case", ["unknown env id", "eval interval not a multiple", "unknown algorithm"])
-def test_cli_prints_one_line_and_exits_2_within_seconds(case, tmp_path):
+def test_cli_prints_one_line_and_exits_2_before_building(case, tmp_path):
     overrides, pattern = CASES[case]
-    start = time.monotonic()
     result = run_xdrl("train", *overrides, f"output_dir={tmp_path / 'run'}", timeout=60)
-    elapsed = time.monotonic() - start
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("xdrl: error: "), result.stderr
     assert __import__("re").search(pattern, lines[0])
-    assert elapsed < 30
+    assert result.stdout == ""  # no run directory announced, no environment or trainer built
     assert not (tmp_path / "run").exists()  # nothing was created
 
 

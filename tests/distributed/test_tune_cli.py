@@ -15,7 +15,6 @@ from xdrl.wandb_records import find_run_files
 
 
 def test_preflight_error_exits_2_before_ray_starts(tmp_path):
-    started = time.monotonic()
     result = run_xdrl(
         "tune", *experiment(tmp_path, "typo", "search.metric=eval/deterministic/reward/episode_rewrd_mean")
     )
@@ -25,7 +24,7 @@ def test_preflight_error_exits_2_before_ray_starts(tmp_path):
     assert "eval/deterministic/reward/episode_reward_mean" in line
     assert "Started a local Ray instance" not in result.stdout + result.stderr
     assert not (tmp_path / "typo").exists()
-    assert time.monotonic() - started < 60
+    assert result.stdout == ""  # not even the experiment directory line: nothing started
 
 
 def test_sigint_then_resume_runs_each_trial_once(tmp_path):

@@ -19,12 +19,13 @@ import numpy as np
 import torch
 from torchrl.trainers import Trainer
 
-from xdrl.builder.algorithms import ALGORITHMS, AlgorithmParts, BuildContext
+from xdrl.builder.algorithms import BUILDERS, AlgorithmParts, BuildContext
 from xdrl.builder.algorithms.common import apply_learning_rate, schedule_iterations
-from xdrl.builder.checkpointing import PREEMPTED, TrainerCheckpointHook, set_rng_state
+from xdrl.builder.checkpointing import PREEMPTED, TrainerCheckpointHook, remove_interrupted_saves, set_rng_state
 from xdrl.builder.envs import EPISODE_VECTOR_REWARD, VECTOR_REWARD, make_env, observation_statistics
 from xdrl.builder.loggers import make_csv_logger, make_wandb_logger
 from xdrl.builder.metrics import MetricsRouter
+from xdrl.config.algorithms import ALGORITHMS
 from xdrl.config.validation import ValidatedExperiment
 from xdrl.records.atomic import remove_partial_writes
 from xdrl.trainer_hooks import (
@@ -34,7 +35,7 @@ from xdrl.trainer_hooks import (
     WandbFinishHook,
     WandbFlushHook,
 )
-from xdrl.trainer_hooks._shutdown import ensure_shutdown_on_error
+from xdrl.trainer_hooks.shutdown import ensure_shutdown_on_error
 
 _log = logging.getLogger(__name__)
 
@@ -72,6 +73,54 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def prepare_process(config: Any) -> None:
+    """The process-wide settings of a run: torch's threads (``resources.num_threads``) and the seeds."""
+    if config.resources.num_threads:
+        torch.set_num_threads(config.resources.num_threads)
+    seed_everything(config.seed)
+
+
+def build_algorithm(
+    validated: ValidatedExperiment,
+    device: torch.device | str | None = None,
+    *,
+    logger: Any = None,
+    observation_norm: Any = None,
+    progress_bar: bool = False,
+) -> AlgorithmParts:
+    """The experiment's TorchRL trainer, models and collector, without the xdrl hook set.
+
+    :func:`build` adds the hooks; tests and benchmarks of single hooks register them on this
+    (after :func:`prepare_process`, for the config's threads and seed).
+
+    Args:
+        validated: a config that passed :func:`xdrl.config.validate`.
+        device: where models train (default: ``resources.device``).
+        logger: the trainer's logger.
+        observation_norm: normalisation statistics (``env.normalize_observations``; computed when omitted).
+        progress_bar: show TorchRL's progress bar.
+    """
+    config, info = validated.config, validated.env_info
+    device = resolve_device(config.resources.device) if device is None else torch.device(device)
+    if observation_norm is None and config.env.normalize_observations:
+        observation_norm = observation_statistics(config.env, info, seed=config.seed)
+    algorithm = ALGORITHMS[validated.algo.name]
+    return BUILDERS[validated.algo.name](
+        validated.algo,
+        BuildContext(
+            env_info=info,
+            make_env=functools.partial(make_env, config.env, info, seed=config.seed, observation_norm=observation_norm),
+            device=device,
+            seed=config.seed,
+            total_frames=config.collector.total_frames,
+            frames_per_batch=config.collector.frames_per_batch,
+            init_random_frames=config.collector.init_random_frames if algorithm.off_policy else 0,
+            logger=logger,
+            progress_bar=progress_bar,
+        ),
+    )
+
+
 def build(
     validated: ValidatedExperiment,
     device: torch.device | str | None = None,
@@ -80,7 +129,7 @@ def build(
     run_id: str | None = None,
     progress_bar: bool = False,
 ) -> Experiment:
-    """Build the TorchRL trainer with the full xdrl hook set.
+    """Build the TorchRL trainer with the full xdrl hook set, registered here in stage order.
 
     Args:
         validated: a config that passed :func:`xdrl.config.validate`.
@@ -92,14 +141,11 @@ def build(
     config, info = validated.config, validated.env_info
     output_dir = pathlib.Path(output_dir)
     device = resolve_device(config.resources.device) if device is None else torch.device(device)
-    if config.resources.num_threads:
-        torch.set_num_threads(config.resources.num_threads)
-    seed_everything(config.seed)
+    prepare_process(config)
     run_id = run_id or config.logger.run_id or uuid.uuid4().hex[:12]
 
-    # Environment ------------------------------------------------------------------
+    # Environments ------------------------------------------------------------------------
     norm = observation_statistics(config.env, info, seed=config.seed) if config.env.normalize_observations else None
-    train_env = functools.partial(make_env, config.env, info, seed=config.seed, observation_norm=norm)
     eval_env = (
         make_env(
             config.env,
@@ -122,21 +168,7 @@ def build(
     router = MetricsRouter(output_dir / "metrics.jsonl", loggers)
 
     # Algorithm: models, loss, collector, TorchRL trainer ------------------------------
-    algorithm = ALGORITHMS[validated.algo.name]
-    parts = algorithm.build(
-        validated.algo,
-        BuildContext(
-            env_info=info,
-            make_env=train_env,
-            device=device,
-            seed=config.seed,
-            total_frames=config.collector.total_frames,
-            frames_per_batch=config.collector.frames_per_batch,
-            init_random_frames=config.collector.init_random_frames if algorithm.off_policy else 0,
-            logger=router,
-            progress_bar=progress_bar,
-        ),
-    )
+    parts = build_algorithm(validated, device, logger=router, observation_norm=norm, progress_bar=progress_bar)
     trainer = parts.trainer
     ensure_shutdown_on_error(trainer)
 
@@ -218,10 +250,10 @@ def restore(experiment: Experiment, payload: dict[str, Any] | None) -> int:
         collector = experiment.config.collector
         iterations = schedule_iterations(collector.total_frames, collector.frames_per_batch)
         apply_learning_rate(experiment.parts, experiment.validated.algo.lr, iterations)
-        iteration = int(payload["iteration"])
-        experiment.checkpoints.last_saved_iteration = iteration
+        iteration = int(payload["iteration"])  # the checkpoint hook's own state marks it as saved
     output_dir = experiment.output_dir
     removed = remove_partial_writes(output_dir, experiment.checkpoints.directory, experiment.policies.directory)
+    removed += remove_interrupted_saves(experiment.checkpoints.directory)
     for path in removed:
         _log.warning("removed %s, left by a write that did not complete", path)
     experiment.checkpoints.discard_after(iteration)

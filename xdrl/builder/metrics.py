@@ -26,6 +26,7 @@ import torch
 from tensordict import TensorDictBase
 from torchrl.record.loggers import Logger
 
+from xdrl._compat import register_op_first
 from xdrl.records.lineage import FRAMES, Lineage, jsonl_text, read_jsonl
 
 #: Kept for readers of the metrics file: the lineage module owns the format.
@@ -158,7 +159,7 @@ class MetricsRouter(Logger):
         """Become ``trainer.logger`` (and a checkpointed module); start each iteration before any other op."""
         trainer.logger = self
         trainer.register_module(name, self)
-        trainer._batch_process_ops.insert(0, (self.begin_iteration, {}))
+        register_op_first(trainer, "batch_process", self.begin_iteration)
 
 
 def _level(logger: Logger, output_dir: pathlib.Path, rows: list[dict[str, Any]]) -> int:

@@ -10,6 +10,7 @@ import tempfile
 
 import torch
 
+from xdrl._compat import stage_ops
 from xdrl.builder.experiment import build
 from xdrl.config.validation import ValidatedExperiment
 
@@ -33,7 +34,7 @@ def loss_keys(experiment: object) -> list[str]:
         for key, value in losses.items(True, True)
         if isinstance(value, torch.Tensor) and value.numel() == 1
     )
-    return keys + [f"grad_norm_{index}" for index in range(len(trainer._optimizer_ops))]
+    return keys + [f"grad_norm_{index}" for index in range(len(stage_ops(trainer, "optimizer")))]
 
 
 def metric_schema(validated: ValidatedExperiment) -> list[str]:

@@ -8,6 +8,7 @@ import pathlib
 import re
 from typing import Any
 
+from xdrl.config.algorithms import ACTIVATIONS, ALGORITHMS
 from xdrl.config.errors import ConfigError
 from xdrl.config.schema import ExperimentConfig, from_mapping
 
@@ -50,7 +51,7 @@ class ValidatedExperiment:
     config: ExperimentConfig
     #: The algorithm's typed config (``config.algo`` as a dataclass).
     algo: Any
-    #: What :func:`xdrl.builder.envs.inspect_env` found about the environment.
+    #: What :func:`xdrl.config.environments.inspect_env` found about the environment.
     env_info: Any
 
 
@@ -174,12 +175,8 @@ def _check_budgets(config: ExperimentConfig) -> None:
 
 
 def _check_algorithm(config: ExperimentConfig, algorithm: Any, algo: Any, env_info: Any) -> None:
-    from xdrl.builder.algorithms.common import ACTIVATIONS
-
     space = "discrete" if env_info.discrete else "box"
     if space not in algorithm.action_spaces:
-        from xdrl.builder.algorithms import ALGORITHMS
-
         fitting = ", ".join(name for name, a in ALGORITHMS.items() if space in a.action_spaces)
         raise ConfigError(
             "algo.name", algo.name, f"an algorithm for the {space} actions of {env_info.env_id} ({fitting})"
@@ -226,9 +223,8 @@ def validate(raw: dict[str, Any]) -> ValidatedExperiment:
     config = from_mapping(ExperimentConfig, raw)
     _check_names(config)
     _check_budgets(config)
-    # The algorithm registry and the env check import torchrl and gymnasium (seconds): after the checks that need neither.
-    from xdrl.builder.algorithms import ALGORITHMS
-    from xdrl.builder.envs import inspect_env
+    # The env check imports gymnasium (seconds): after the checks that need nothing.
+    from xdrl.config.environments import inspect_env
 
     name = config.algo.get("name")
     if name not in ALGORITHMS:

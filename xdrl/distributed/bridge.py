@@ -14,7 +14,7 @@ from torchrl.trainers import Trainer
 from xdrl.builder.checkpointing import TrainerCheckpointHook
 from xdrl.builder.metrics import MetricsRouter
 
-#: Name of the trainer checkpoint inside a Tune checkpoint directory.
+#: Name of the trainer checkpoint (one TorchRL checkpoint archive) inside a Tune checkpoint directory.
 CHECKPOINT_FILE = "trainer.pt"
 
 
@@ -63,7 +63,8 @@ class TuneReportHook:
             tune.report(metrics)
             return
         with tempfile.TemporaryDirectory(prefix="xdrl-tune-checkpoint-") as directory:
-            # A hard link (a copy across file systems): Tune copies the directory into its storage.
+            # The checkpoint is one archive file: a hard link (a copy across file systems) hands it
+            # over, and Tune copies the directory into its storage.
             target = pathlib.Path(directory) / CHECKPOINT_FILE
             try:
                 os.link(saved, target)

@@ -24,6 +24,7 @@ from typing import Any
 from ray.air.constants import EXPR_PROGRESS_FILE
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
 
+from xdrl._compat import KeepDriverLogCopy, restore_logger_file
 from xdrl.records.atomic import atomic_write_text
 from xdrl.records.lineage import TUNE_ITERATION, TUNE_RESULT_FILE, tune_held
 
@@ -67,7 +68,7 @@ class ResultLedger:
         self.__init__()
 
 
-class _FirstRecordStands:
+class _FirstRecordStands(KeepDriverLogCopy):
     """Mixin for a Tune ``LoggerCallback``: log only results the ledger accepts."""
 
     def __init__(self, ledger: ResultLedger) -> None:
@@ -77,15 +78,6 @@ class _FirstRecordStands:
     def log_trial_result(self, iteration: int, trial: Any, result: dict[str, Any]) -> None:
         if self.ledger.accept(trial, result):
             super().log_trial_result(iteration, trial, result)
-
-    def _restore_from_remote(self, file_name: str, trial: Any) -> None:
-        # Tune copies a restarted trial's file back from the storage, over the driver's own copy in
-        # its staging directory; the storage's copy is only as new as the last sync, so the rows
-        # since then would be lost. This driver's copy, when it has one, is the newest.
-        local = pathlib.Path(trial.local_path, file_name)
-        if local.exists() and local.stat().st_size > 0:
-            return
-        super()._restore_from_remote(file_name, trial)
 
 
 class FirstRecordJsonLogger(_FirstRecordStands, JsonLoggerCallback):
@@ -108,25 +100,38 @@ class FirstRecordCSVLogger(_FirstRecordStands, CSVLoggerCallback):
     (atomically) with the column added.
     """
 
+    def __init__(self, ledger: ResultLedger) -> None:
+        super().__init__(ledger)
+        # The file and writer of each trial: this class writes the file itself, Tune's parent
+        # class only decides when (and its own bookkeeping stays unused).
+        self._handles: dict[Any, Any] = {}
+        self._writers: dict[Any, csv.DictWriter] = {}
+
     def log_trial_result(self, iteration: int, trial: Any, result: dict[str, Any]) -> None:
         from ray.tune.utils import flatten_dict
 
         if not self.ledger.accept(trial, result):
             return
         row = flatten_dict({k: v for k, v in result.items() if k != "config"}, delimiter="/")
-        writer = self._trial_csv.get(trial)
+        writer = self._writers.get(trial)
         if writer is None or any(key not in writer.fieldnames for key in row):
             writer = self._open(trial, row)
         writer.writerow(row)
-        self._trial_files[trial].flush()
+        self._handles[trial].flush()
+
+    def log_trial_end(self, trial: Any, failed: bool = False) -> None:
+        self._writers.pop(trial, None)
+        handle = self._handles.pop(trial, None)
+        if handle is not None:
+            handle.close()
 
     def _open(self, trial: Any, row: dict[str, Any]) -> csv.DictWriter:
         """(Re)open the trial's file for appending, with a header that has a column for every key of ``row``."""
-        if trial in self._trial_files:
-            self._trial_files.pop(trial).close()
+        if trial in self._handles:
+            self._handles.pop(trial).close()
         else:
             trial.init_local_path()
-            self._restore_from_remote(EXPR_PROGRESS_FILE, trial)
+            restore_logger_file(self, EXPR_PROGRESS_FILE, trial)
         path = pathlib.Path(trial.local_path, EXPR_PROGRESS_FILE)
         original = path.read_text() if path.exists() else None
         text = (original or "")[: (original or "").rfind("\n") + 1]  # without a torn last line
@@ -138,10 +143,9 @@ class FirstRecordCSVLogger(_FirstRecordStands, CSVLoggerCallback):
             rewritten.writeheader()
             rewritten.writerows(csv.DictReader(io.StringIO(text)))
             atomic_write_text(path, buffer.getvalue())
-        handle = path.open("a")
-        self._trial_files[trial] = handle
-        self._trial_csv[trial] = csv.DictWriter(handle, columns + added)
-        return self._trial_csv[trial]
+        self._handles[trial] = path.open("a")
+        self._writers[trial] = csv.DictWriter(self._handles[trial], columns + added)
+        return self._writers[trial]
 
 
 class FirstRecordTBXLogger(_FirstRecordStands, TBXLoggerCallback):

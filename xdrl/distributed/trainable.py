@@ -15,6 +15,7 @@ import time
 import warnings
 from typing import Any
 
+from xdrl._compat import function_trainable_base, run_multiprocessing_finalizers
 from xdrl.distributed.bridge import CHECKPOINT_FILE, TuneReportHook
 from xdrl.distributed.search import with_values
 from xdrl.records.atomic import atomic_write_text
@@ -219,7 +220,6 @@ def release_worker_resources() -> None:
     finalizers that the exit would run (they unlink the semaphores TorchRL's
     storages made).
     """
-    import multiprocessing.util
     import sys
 
     wandb = sys.modules.get("wandb")
@@ -228,9 +228,7 @@ def release_worker_resources() -> None:
             wandb.teardown()
         except Exception as error:  # noqa: BLE001 - the trial's data is already safe
             _log.warning("W&B teardown failed: %s", error)
-    run_finalizers = getattr(multiprocessing.util, "_run_finalizers", None)
-    if run_finalizers is not None:
-        run_finalizers(0)
+    run_multiprocessing_finalizers()
 
 
 def trainable_class(function: Any) -> type:
@@ -242,9 +240,7 @@ def trainable_class(function: Any) -> type:
     until the thread has run the trainer's shutdown stage means the W&B run is
     flushed and finished before the process goes away.
     """
-    from ray.tune.trainable.function_trainable import wrap_function
-
-    base = wrap_function(function)
+    base = function_trainable_base(function)
 
     class XdrlTrial(base):  # type: ignore[misc, valid-type]
         def setup(self, config: dict[str, Any]) -> None:
@@ -261,10 +257,14 @@ def trainable_class(function: Any) -> type:
 
 
 def load_tune_checkpoint(directory: pathlib.Path) -> dict[str, Any] | None:
-    """The trainer payload stored in a Tune checkpoint directory."""
-    import torch
+    """The trainer payload stored in a Tune checkpoint directory.
+
+    Read whole (:func:`xdrl.builder.checkpointing.load_checkpoint`) while ``directory``
+    exists: Tune may remove it when ``as_directory`` ends.
+    """
+    from xdrl.builder.checkpointing import load_checkpoint
 
     path = directory / CHECKPOINT_FILE
     if not path.exists():
         return None
-    return torch.load(path, weights_only=True, map_location="cpu")
+    return load_checkpoint(path)

@@ -14,7 +14,8 @@ from tensordict import TensorDictBase
 from torchrl.record.loggers.wandb import WandbLogger
 from torchrl.trainers.trainers import Trainer, TrainerHookBase
 
-from xdrl.trainer_hooks._shutdown import ensure_shutdown_on_error, train_error
+from xdrl._compat import wandb_step_registry
+from xdrl.trainer_hooks.shutdown import ensure_shutdown_on_error, train_error
 
 _log = logging.getLogger(__name__)
 
@@ -93,8 +94,7 @@ class WandbFlushHook(TrainerHookBase):
     @staticmethod
     def _wandb_step_registry(logger: Any) -> tuple[tuple[str, int], ...]:
         """The logger's per-namespace step counters, as a comparable tuple."""
-        registry = getattr(logger, "_step_registry", None) or {}
-        return tuple(sorted((str(k), int(v)) for k, v in registry.items()))
+        return wandb_step_registry(logger)
 
     def _logger(self) -> WandbLogger | None:
         if not self.enabled or self.trainer is None:

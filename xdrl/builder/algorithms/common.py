@@ -15,8 +15,10 @@ from torchrl.envs import EnvBase
 from torchrl.modules import MLP, OneHotCategorical, ProbabilisticActor, TanhNormal
 from torchrl.trainers import Trainer
 
-from xdrl.builder.envs import EnvInfo
+from xdrl._compat import set_scheduler_last_lr
+from xdrl.config.environments import EnvInfo
 
+#: The activation classes of the names ``algo.activation`` accepts.
 ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU}
 
 
@@ -95,7 +97,7 @@ def apply_learning_rate(parts: AlgorithmParts, lr: float, iterations: int) -> No
         group["initial_lr"] = lr
         group["lr"] = lr * factor
     if schedule is not None:
-        schedule._last_lr = [group["lr"] for group in optimizer.param_groups]
+        set_scheduler_last_lr(schedule, [group["lr"] for group in optimizer.param_groups])
 
 
 def mlp(in_features: int, out_features: int, hidden_sizes: Sequence[int], activation: str, device: torch.device) -> MLP:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import torch
@@ -13,6 +12,7 @@ from torchrl.objectives import DQNLoss, HardUpdate
 from torchrl.trainers import LRSchedulerHook
 from torchrl.trainers.algorithms import DQNTrainer
 
+from xdrl._compat import greedy_last_frames, set_greedy_last_frames
 from xdrl.builder.algorithms.common import (
     AlgorithmParts,
     BuildContext,
@@ -21,31 +21,7 @@ from xdrl.builder.algorithms.common import (
     make_trainer,
     mlp,
 )
-
-
-@dataclasses.dataclass
-class DQNConfig:
-    """``configs/algo/dqn.yaml`` holds the defaults."""
-
-    name: str
-    lr: float
-    #: Decay the learning rate linearly over the run (steadier final policy).
-    anneal_lr: bool
-    gamma: float
-    batch_size: int
-    buffer_size: int
-    #: Gradient steps per collected batch.
-    optim_steps_per_batch: int
-    #: Gradient steps between two copies of the online network into the target.
-    target_update_interval: int
-    eps_init: float
-    eps_end: float
-    #: Fraction of the run over which epsilon decays from eps_init to eps_end.
-    exploration_fraction: float
-    double_dqn: bool
-    max_grad_norm: float
-    hidden_sizes: list[int]
-    activation: str
+from xdrl.config.algorithms import DQNConfig
 
 
 def build(config: DQNConfig, ctx: BuildContext) -> AlgorithmParts:
@@ -89,12 +65,12 @@ def build(config: DQNConfig, ctx: BuildContext) -> AlgorithmParts:
         return {
             "replay_buffer": buffer.state_dict(),
             "greedy": greedy.state_dict(),
-            "greedy_last_frames": int(trainer._greedy_last_frames),
+            "greedy_last_frames": greedy_last_frames(trainer),
         }
 
     def load_extra_state(state: dict[str, Any]) -> None:
         buffer.load_state_dict(state["replay_buffer"])
         greedy.load_state_dict(state["greedy"])
-        trainer._greedy_last_frames = int(state["greedy_last_frames"])
+        set_greedy_last_frames(trainer, state["greedy_last_frames"])
 
     return AlgorithmParts(trainer, policy, "loss_module.value_network", extra_state, load_extra_state, schedule)

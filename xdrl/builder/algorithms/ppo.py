@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 from torchrl.data import LazyTensorStorage, ReplayBuffer
 from torchrl.data.replay_buffers.samplers import SamplerWithoutReplacement
@@ -20,27 +18,7 @@ from xdrl.builder.algorithms.common import (
     mlp,
     stochastic_actor,
 )
-
-
-@dataclasses.dataclass
-class PPOConfig:
-    """``configs/algo/ppo.yaml`` holds the defaults."""
-
-    name: str
-    lr: float
-    #: Decay the learning rate linearly to 0 over the run.
-    anneal_lr: bool
-    gamma: float
-    gae_lambda: float
-    clip_epsilon: float
-    entropy_coef: float
-    critic_coef: float
-    #: Passes over each collected batch.
-    epochs: int
-    minibatch_size: int
-    max_grad_norm: float
-    hidden_sizes: list[int]
-    activation: str
+from xdrl.config.algorithms import PPOConfig
 
 
 def build(config: PPOConfig, ctx: BuildContext) -> AlgorithmParts:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import torch
@@ -19,25 +18,7 @@ from xdrl.builder.algorithms.common import (
     mlp,
     stochastic_actor,
 )
-
-
-@dataclasses.dataclass
-class SACConfig:
-    """``configs/algo/sac.yaml`` holds the defaults."""
-
-    name: str
-    lr: float
-    gamma: float
-    #: Soft target update rate.
-    tau: float
-    batch_size: int
-    buffer_size: int
-    #: Gradient steps per collected batch (equal to frames_per_batch: one update per frame).
-    optim_steps_per_batch: int
-    alpha_init: float
-    max_grad_norm: float
-    hidden_sizes: list[int]
-    activation: str
+from xdrl.config.algorithms import SACConfig
 
 
 def build(config: SACConfig, ctx: BuildContext) -> AlgorithmParts:

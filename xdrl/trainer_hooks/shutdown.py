@@ -17,6 +17,8 @@ from typing import Any
 
 from torchrl.trainers.trainers import Trainer
 
+from xdrl._compat import register_op_first, stage_ops, wrap_train
+
 _log = logging.getLogger(__name__)
 _WRAPPED = "_xdrl_shutdown_guard"
 _RAN = "_xdrl_shutdown_ran"
@@ -37,7 +39,7 @@ def run_shutdown_hooks(trainer: Trainer) -> None:
     if getattr(trainer, _RAN, False):
         return
     setattr(trainer, _RAN, True)
-    for op, kwargs in trainer._shutdown_ops:
+    for op, kwargs in stage_ops(trainer, "shutdown"):
         try:
             op(**kwargs)
         except Exception:  # noqa: BLE001 - the original exception matters more
@@ -51,18 +53,19 @@ def ensure_shutdown_on_error(trainer: Trainer) -> None:
     setattr(trainer, _WRAPPED, True)
     # First op of the stage: once TorchRL itself reaches the shutdown stage, the
     # guard must not run it a second time, whatever a later op does.
-    trainer._shutdown_ops.insert(0, (functools.partial(_mark_shutdown_ran, trainer), {}))
-    original_train = trainer.train
+    register_op_first(trainer, "shutdown", functools.partial(_mark_shutdown_ran, trainer))
 
-    @functools.wraps(original_train)
-    def train(*args: Any, **kwargs: Any) -> Any:
-        setattr(trainer, _RAN, False)
-        setattr(trainer, _ERROR, None)
-        try:
-            return original_train(*args, **kwargs)
-        except BaseException as error:
-            setattr(trainer, _ERROR, error)
-            run_shutdown_hooks(trainer)
-            raise
+    def guarded(original_train: Any) -> Any:
+        def train(*args: Any, **kwargs: Any) -> Any:
+            setattr(trainer, _RAN, False)
+            setattr(trainer, _ERROR, None)
+            try:
+                return original_train(*args, **kwargs)
+            except BaseException as error:
+                setattr(trainer, _ERROR, error)
+                run_shutdown_hooks(trainer)
+                raise
 
-    trainer.train = train
+        return train
+
+    wrap_train(trainer, guarded)
