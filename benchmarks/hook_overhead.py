@@ -1,9 +1,19 @@
 """Cost of the xdrl hook set on a TorchRL PPO trainer (goal: ratio >= 0.98).
 
-The same PPO CartPole-v1 trainer (same seed, so the same episodes and updates)
-runs bare and with the full hook set (collection, training, counter, progress
-and timer metrics, policy checkpoints; no evaluation, no W&B), alternately in
-one process. Only ``trainer.train()`` is timed.
+Both sides come from the builder, on the ``cartpole_ppo`` preset at the
+benchmark's sizes (512-frame batches, 4 epochs of 128-frame minibatches, seed
+0, one torch thread):
+
+- bare: ``build_algorithm(config, logger=None)``, TorchRL's ``PPOTrainer``
+  without any xdrl hook;
+- hooked: ``build(config)`` with ``logger=none``, what ``xdrl train`` runs:
+  the same trainer plus the metric router writing ``metrics.jsonl``, the
+  logging hook set (collection, training, counter, progress and timer
+  metrics), policy checkpoints every 5 iterations and trainer checkpoints
+  (``checkpoint.interval``); no evaluation, no W&B.
+
+The two alternate in one process with the same seed (so the same episodes and
+updates). Only ``trainer.train()`` is timed.
 
 Two measures are printed, because a shared 2-core VM moves single runs by
 +-10% whatever they do:
@@ -25,9 +35,8 @@ import tempfile
 import time
 from typing import Any
 
-import torch
-
-from xdrl.demo import make_ppo_trainer, register_full_hook_set
+from xdrl.builder.experiment import build, build_algorithm, prepare_process
+from xdrl.config import ValidatedExperiment, compose_config, validate
 
 STAGES = [
     "_batch_process_ops",
@@ -42,8 +51,10 @@ STAGES = [
 
 def _is_xdrl_op(op: Any) -> bool:
     target = getattr(op, "__wrapped__", op)
-    target = getattr(target, "__self__", target)  # bound methods: the hook object
-    return type(target).__module__.startswith("xdrl.")
+    target = getattr(target, "func", target)  # functools.partial: the function it calls
+    owner = getattr(target, "__self__", None)  # bound methods: the hook object
+    module = type(owner).__module__ if owner is not None else getattr(target, "__module__", "")
+    return (module or "").startswith("xdrl.")
 
 
 def _account(trainer: Any, spent: list[float]) -> None:
@@ -64,16 +75,39 @@ def _account(trainer: Any, spent: list[float]) -> None:
         ops[:] = [(timed(op) if _is_xdrl_op(op) else op, kwargs) for op, kwargs in ops]
 
 
-def timed_run(frames: int, hooks: bool) -> tuple[float, float]:
+def benchmark_config(frames: int) -> ValidatedExperiment:
+    """The ``cartpole_ppo`` preset at the benchmark's sizes; hooks without evaluation, no logger but metrics.jsonl."""
+    return validate(
+        compose_config(
+            [
+                "experiment=cartpole_ppo",
+                f"collector.total_frames={frames}",
+                "collector.frames_per_batch=512",
+                "algo.minibatch_size=128",
+                "algo.epochs=4",
+                "seed=0",
+                "resources.num_threads=1",  # one core per trainer: less scheduler noise on small machines
+                "hooks.eval.interval_frames=0",
+                "hooks.policy_checkpoint.interval=5",
+                "logger=none",
+            ]
+        )
+    )
+
+
+def timed_run(validated: ValidatedExperiment, hooks: bool) -> tuple[float, float]:
     """(wall seconds of ``train()``, seconds of it spent inside xdrl hooks)."""
-    trainer = make_ppo_trainer(total_frames=frames, frames_per_batch=512, minibatch=128, seed=0)
     spent = [0.0]
-    if hooks:
-        register_full_hook_set(trainer, checkpoint_dir=tempfile.mkdtemp(), checkpoint_interval=5)
-        _account(trainer, spent)
-    start = time.perf_counter()
-    trainer.train()
-    return time.perf_counter() - start, spent[0]
+    with tempfile.TemporaryDirectory(prefix="xdrl-hook-overhead-") as output_dir:
+        if hooks:
+            trainer = build(validated, "cpu", output_dir=output_dir).trainer
+            _account(trainer, spent)
+        else:
+            prepare_process(validated.config)  # what build() does first: threads and seeds
+            trainer = build_algorithm(validated, "cpu", logger=None).trainer
+        start = time.perf_counter()
+        trainer.train()
+        return time.perf_counter() - start, spent[0]
 
 
 def main() -> None:
@@ -81,14 +115,14 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=5_120)
     parser.add_argument("--rounds", type=int, default=6)
     args = parser.parse_args()
-    torch.set_num_threads(1)  # one core per trainer: less scheduler noise on small machines
-    timed_run(1024, hooks=True)  # warm-up (imports, allocator)
+    validated = benchmark_config(args.frames)
+    timed_run(benchmark_config(1024), hooks=True)  # warm-up (imports, allocator)
     bare: list[float] = []
     hooked: list[tuple[float, float]] = []
     for round_index in range(args.rounds):
         order = (False, True) if round_index % 2 == 0 else (True, False)
         for with_hooks in order:
-            seconds, in_hooks = timed_run(args.frames, with_hooks)
+            seconds, in_hooks = timed_run(validated, with_hooks)
             if with_hooks:
                 hooked.append((seconds, in_hooks))
             else:

@@ -135,6 +135,23 @@ class KeepDriverLogCopy:
         super()._restore_from_remote(file_name, trial)  # type: ignore[misc]
 
 
+def saved_trial_statuses(state_file: pathlib.Path) -> dict[str, str]:
+    """Trial id -> status as Tune saved it in an ``experiment_state-*.json`` (ray 2.60.0).
+
+    Ray's own reader (``ExperimentAnalysis``) turns RUNNING into PENDING when it
+    loads a trial, and a report on a running experiment must tell them apart. Each
+    entry of ``trial_data`` is a pair of JSON strings, the trial's state then its run
+    metadata.
+    """
+    import json
+
+    statuses = {}
+    for entry in json.loads(pathlib.Path(state_file).read_text())["trial_data"]:
+        trial = json.loads(entry[0])
+        statuses[trial["trial_id"]] = trial["status"]
+    return statuses
+
+
 # W&B 0.31 offline run files -------------------------------------------------------------
 #: An offline run's ``run-<id>.wandb`` (wandb 0.31.0): a LevelDB-style log. A 7-byte header
 #: (``:W&B``, magic ``0xBEE1``, version 0), then 32 KiB blocks of chunks, each with a CRC-32,

@@ -6,7 +6,7 @@
     xdrl tune --resume runs/tune/cartpole_ppo-20261125-1010 restore an interrupted search
     xdrl report runs/tune/cartpole_ppo-20261125-1010        what the search found: report/report.md
     xdrl confirm runs/tune/cartpole_ppo-20261125-1010 --top 3 --seeds 5   the best ones again, over seeds
-    xdrl demo                                               PPO on CartPole with the hook set, no config
+    xdrl demo --frames 20480                                PPO on CartPole (cartpole_ppo), full hook set, W&B
 
 Bad configuration prints one line naming the key, the value and what is accepted,
 and exits with status 2 before anything is built.
@@ -19,6 +19,7 @@ import logging
 import os
 import pathlib
 import sys
+import time
 import warnings
 from collections.abc import Sequence
 
@@ -80,34 +81,50 @@ def _confirm(args: argparse.Namespace) -> int:
     return 0
 
 
+#: The demo's experiment: the preset ``xdrl train experiment=cartpole_ppo`` runs.
+DEMO_PRESET = "cartpole_ppo"
+#: Evaluations and policy files over a demo run (every 5,120 frames at the default budget).
+DEMO_REPORTS = 4
+DEMO_EVAL_RETURN = "eval/deterministic/reward/episode_reward_mean"
+
+
+def _hydra_quoted(text: str) -> str:
+    return "'" + text.replace("'", "\\'") + "'"
+
+
+def _demo_overrides(frames: int, out: pathlib.Path) -> list[str]:
+    """The ``cartpole_ppo`` preset with the demo's budget, W&B (offline unless a key is configured) and ``out``."""
+    from xdrl.config import compose_config
+
+    frames_per_batch = compose_config([f"experiment={DEMO_PRESET}"])["collector"]["frames_per_batch"]
+    every = max(frames // frames_per_batch // DEMO_REPORTS, 1)  # iterations
+    return [
+        f"experiment={DEMO_PRESET}",
+        f"collector.total_frames={frames}",
+        f"hooks.eval.interval_frames={every * frames_per_batch}",
+        f"hooks.policy_checkpoint.interval={every}",
+        "logger=wandb",
+        "logger.mode=auto",
+        "logger.project=xdrl-demo",
+        "logger.run_name=demo",
+        f"output_dir={_hydra_quoted(str(out))}",
+    ]
+
+
 def _demo(args: argparse.Namespace) -> int:
-    from torchrl.record.loggers.wandb import WandbLogger
+    from xdrl import runner
+    from xdrl.builder.loggers import wandb_offline
+    from xdrl.records.lineage import METRICS_FILE, read_jsonl
 
-    from xdrl.demo import make_ppo_trainer, register_full_hook_set
-
-    out = pathlib.Path(args.out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    offline = not os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_MODE") == "offline"
-    logger = WandbLogger(
-        exp_name="demo", offline=offline, save_dir=str(out), project="xdrl-demo", log_env_packages=False
-    )
-    trainer = make_ppo_trainer(
-        total_frames=args.frames, frames_per_batch=512, minibatch=128, lr=1e-3, logger=logger, progress_bar=True
-    )
-    hooks = register_full_hook_set(
-        trainer,
-        checkpoint_dir=out / "policies",
-        checkpoint_interval=10,
-        eval_interval_frames=5120,
-        eval_max_steps=500,
-        wandb=True,
-    )
-    trainer.train()
-    last_eval = trainer._log_dict.get("eval/deterministic/reward/episode_reward_mean", [float("nan")])[-1]
-    print(f"frames: {hooks.counters_hook.total_frames}  iterations: {hooks.counters_hook.iteration}")
+    out = pathlib.Path(args.out or f"runs/demo/{time.strftime('%Y%m%d-%H%M%S')}").resolve()
+    validated, directory = runner.prepare_new_run(_demo_overrides(args.frames, out))
+    result = runner.train(validated, directory, resume=False)
+    evaluations = [row[DEMO_EVAL_RETURN] for row in read_jsonl(directory / METRICS_FILE) if DEMO_EVAL_RETURN in row]
+    last_eval = evaluations[-1] if evaluations else float("nan")
+    print(f"frames: {result.frames}  iterations: {result.iterations}")
     print(f"last deterministic evaluation return: {last_eval:.1f}")
-    print(f"policy checkpoints: {out / 'policies'}")
-    print(f"W&B run ({'offline' if offline else 'online'}): {out / 'wandb'}")
+    print(f"policy checkpoints: {directory / 'policies'}")
+    print(f"W&B run ({'offline' if wandb_offline(validated.config) else 'online'}): {directory / 'wandb'}")
     return 0
 
 
@@ -143,9 +160,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     confirm.set_defaults(func=_confirm)
 
-    demo = commands.add_parser("demo", help="train PPO on CartPole-v1 with the full xdrl hook set (no config)")
+    demo = commands.add_parser(
+        "demo", help="train PPO on CartPole-v1 (the cartpole_ppo preset) with the full xdrl hook set"
+    )
     demo.add_argument("--frames", type=int, default=20_480, help="frames to collect (default: %(default)s)")
-    demo.add_argument("--out", default="runs/demo", help="output directory (default: %(default)s)")
+    demo.add_argument("--out", metavar="DIR", help="a new run directory (default: runs/demo/<date>-<time>)")
     demo.set_defaults(func=_demo)
     return parser
 

@@ -319,7 +319,7 @@ def test_search_space_with_asha_within_the_run_plans(tmp_path):
 def test_interior_points_are_seeded_and_inside():
     import random
 
-    from xdrl.distributed.search import Dimension
+    from xdrl.config.search import Dimension
 
     for dimension in (
         Dimension("a", "int", 4.0, 20.0),

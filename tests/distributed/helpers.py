@@ -156,7 +156,7 @@ def when_first_trial(experiment_dir: pathlib.Path, ready, act, timeout: float = 
 
 def persisted_statuses(experiment_dir: pathlib.Path) -> dict[str, str]:
     """Trial directory name -> status, as Tune's newest saved experiment state has it (what a resume sees)."""
-    from xdrl.report.data import tune_state
+    from xdrl.report.tune_state import tune_state
 
     try:
         trials = tune_state(experiment_dir)

@@ -20,6 +20,7 @@ from tests.distributed.helpers import (
 )
 from xdrl.builder.metrics import read_metrics_file
 from xdrl.distributed import tuner
+from xdrl.records import experiment as experiment_files
 
 METRIC = "eval/deterministic/reward/episode_reward_mean"
 
@@ -240,13 +241,13 @@ def test_sigterm_checkpoints_marks_wandb_preempting_and_tune_restores(local_ray,
 
 def test_experiment_files_round_trip_through_a_storage_uri(tmp_path):
     location = f"file://{tmp_path}/bucket/exp"
-    tuner.write_experiment_file(location, tuner.BASE_CONFIG, "x: 1\n")
-    assert (tmp_path / "bucket" / "exp" / tuner.BASE_CONFIG).read_text() == "x: 1\n"
-    assert tuner.read_experiment_file(location, tuner.BASE_CONFIG) == "x: 1\n"
-    assert tuner.read_experiment_file(location, "missing.yaml") is None
+    experiment_files.write_experiment_file(location, experiment_files.BASE_CONFIG, "x: 1\n")
+    assert (tmp_path / "bucket" / "exp" / experiment_files.BASE_CONFIG).read_text() == "x: 1\n"
+    assert experiment_files.read_experiment_file(location, experiment_files.BASE_CONFIG) == "x: 1\n"
+    assert experiment_files.read_experiment_file(location, "missing.yaml") is None
     plan = tuner.plan(experiment(tmp_path, "uri", "search.num_samples=1"), check_schema=False)
-    tuner.write_experiment_file(
-        f"file://{tmp_path}/bucket/uri", tuner.BASE_CONFIG, __import__("yaml").safe_dump(plan.base)
+    experiment_files.write_experiment_file(
+        f"file://{tmp_path}/bucket/uri", experiment_files.BASE_CONFIG, __import__("yaml").safe_dump(plan.base)
     )
     resumed = tuner.plan_from_directory(f"file://{tmp_path}/bucket/uri")
     assert resumed.experiment_name == "uri" and resumed.storage_path == f"file://{tmp_path}/bucket"

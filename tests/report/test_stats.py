@@ -47,3 +47,25 @@ def test_probability_of_improvement_counts_wins_and_half_ties():
     assert (interval.estimate, interval.low, interval.high) == (1.0, 1.0, 1.0)
     two_tasks = stats.probability_of_improvement(np.array([[1.0, 5.0]]), np.array([[2.0, 4.0]]))
     assert two_tasks == pytest.approx(0.5)  # loses task 1, wins task 2
+
+
+def test_runs_are_resampled_within_each_task():
+    # Task 1's runs all score 0, task 2's all 10. Resampled within each task, every resample still
+    # holds two 0s and two 10s: the IQM never moves. Pooled resampling (not stratified) would draw
+    # resamples of four 0s or four 10s and give a wide interval.
+    scores = np.array([[0.0, 10.0], [0.0, 10.0]])
+    interval = stats.bootstrap_iqm(scores, reps=300)
+    assert (interval.estimate, interval.low, interval.high) == (5.0, 5.0, 5.0)
+    varied = stats.bootstrap_iqm(np.array([[0.0, 10.0], [1.0, 12.0], [2.0, 11.0]]), reps=300)
+    assert varied.low < varied.estimate < varied.high
+
+
+def test_a_single_run_is_held_fixed():
+    # scipy rejects samples of one observation; resampling one value only ever gives it back.
+    single = stats.bootstrap_iqm(np.array([[7.0]]))
+    assert (single.estimate, single.low, single.high) == (7.0, 7.0, 7.0)
+    interval = stats.bootstrap_probability_of_improvement(np.array([2.0]), np.array([1.0, 2.0, 3.0]), reps=400)
+    assert interval.estimate == pytest.approx((1 + 0.5 + 0) / 3)
+    # Y's resamples hold three of {1, 2, 3}: P ranges over multiples of 1/6 from 0 to 1.
+    assert 0.0 <= interval.low <= interval.estimate <= interval.high <= 1.0
+    assert interval.low < interval.high

@@ -1,8 +1,65 @@
-"""Reading back what a real TorchRL CSVLogger wrote."""
+"""Plumbing of the hook tests: the builder's trainers and environments, and reading back a CSVLogger."""
 
 from __future__ import annotations
 
+import functools
 import pathlib
+from typing import Any
+
+from torchrl.envs import TransformedEnv
+
+from xdrl.builder.algorithms import AlgorithmParts
+from xdrl.builder.envs import make_env
+from xdrl.builder.experiment import build_algorithm, prepare_process
+from xdrl.config import ValidatedExperiment, compose_config, validate
+
+
+def cartpole_ppo(total_frames: int, frames_per_batch: int, *extra: str, logger: str = "none") -> list[str]:
+    """Overrides of the ``cartpole_ppo`` preset at a test budget (4 epochs of 64-frame minibatches)."""
+    return [
+        "experiment=cartpole_ppo",
+        f"collector.total_frames={total_frames}",
+        f"collector.frames_per_batch={frames_per_batch}",
+        "algo.minibatch_size=64",
+        "algo.epochs=4",
+        f"logger={logger}",
+        *extra,
+    ]
+
+
+def cartpole_dqn(total_frames: int, frames_per_batch: int, *extra: str, logger: str = "none") -> list[str]:
+    """Overrides of the ``cartpole_dqn`` preset at a test budget (8 updates per batch)."""
+    return [
+        "experiment=cartpole_dqn",
+        f"collector.total_frames={total_frames}",
+        f"collector.frames_per_batch={frames_per_batch}",
+        "collector.init_random_frames=0",
+        "algo.optim_steps_per_batch=8",
+        f"logger={logger}",
+        *extra,
+    ]
+
+
+def validated(overrides: list[str]) -> ValidatedExperiment:
+    return validate(compose_config(overrides))
+
+
+def algorithm(overrides: list[str], *, logger: Any = None) -> AlgorithmParts:
+    """The experiment's TorchRL trainer without the xdrl hook set, for tests that register hooks themselves."""
+    experiment = validated(overrides)
+    prepare_process(experiment.config)
+    return build_algorithm(experiment, "cpu", logger=logger)
+
+
+@functools.cache
+def _cartpole() -> ValidatedExperiment:
+    return validated(["env=cartpole", "logger=none"])
+
+
+def cartpole_env(*, seed: int = 0, render: bool = False) -> TransformedEnv:
+    """One CartPole-v1 the way the builder makes it (step counter, running ``episode_reward``)."""
+    experiment = _cartpole()
+    return make_env(experiment.config.env, experiment.env_info, seed=seed, num_envs=1, render=render)
 
 
 def read_csv_scalars(log_dir: pathlib.Path, exp_name: str) -> dict[str, list[tuple[int, float]]]:

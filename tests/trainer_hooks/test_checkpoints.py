@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from tests.helpers import TINY
+from tests.trainer_hooks.helpers import algorithm, cartpole_ppo
 from xdrl.builder.experiment import build
 from xdrl.config import compose_config, validate
-from xdrl.demo import make_ppo_trainer
 from xdrl.trainer_hooks import PolicyCheckpointHook
 from xdrl.trainer_hooks.checkpoints import atomic_torch_save
 
@@ -30,7 +30,7 @@ def test_writes_every_interval_with_payload(tmp_path):
 
 @pytest.mark.parametrize("interval", [0, -5])
 def test_non_positive_interval_registers_but_writes_nothing(tmp_path, interval):
-    trainer = make_ppo_trainer(total_frames=256, frames_per_batch=128)
+    trainer = algorithm(cartpole_ppo(256, 128)).trainer
     hook = PolicyCheckpointHook(directory=tmp_path, interval=interval, policy_path="loss_module.actor_network")
     hook.register(trainer)
     trainer.train()
@@ -45,7 +45,7 @@ def test_needs_policy_or_path(tmp_path):
 
 
 def test_bad_policy_path_names_the_missing_attribute(tmp_path):
-    trainer = make_ppo_trainer(total_frames=128, frames_per_batch=128)
+    trainer = algorithm(cartpole_ppo(128, 128)).trainer
     hook = PolicyCheckpointHook(directory=tmp_path, interval=1, policy_path="loss_module.actor")
     with pytest.raises(AttributeError, match=r"policy_path='loss_module.actor'.*ClipPPOLoss.*'actor'"):
         hook.register(trainer)
@@ -84,7 +84,7 @@ def test_atomic_save_leaves_previous_file_when_interrupted(tmp_path, monkeypatch
 
 
 def test_collected_frames_recorded_from_trainer(tmp_path):
-    trainer = make_ppo_trainer(total_frames=384, frames_per_batch=128)
+    trainer = algorithm(cartpole_ppo(384, 128)).trainer
     hook = PolicyCheckpointHook(directory=tmp_path, interval=1, policy_path="loss_module.actor_network")
     hook.register(trainer)
     trainer.train()

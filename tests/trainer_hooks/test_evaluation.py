@@ -9,10 +9,10 @@ from torchrl.envs.utils import ExplorationType, exploration_type
 from torchrl.record.loggers.csv import CSVLogger
 
 from tests.helpers import TINY
+from tests.trainer_hooks.helpers import cartpole_env
 from xdrl.builder.experiment import build
 from xdrl.builder.metrics import read_metrics_file
 from xdrl.config import compose_config, validate
-from xdrl.demo import make_cartpole_env
 from xdrl.trainer_hooks import LoggingEvaluationHookSet, LoggingEvaluationMetricsHook
 
 REWARD = ("next", "reward")
@@ -51,7 +51,7 @@ def _hook(env, policy=None, **overrides):
 
 def test_runs_every_interval_frames_and_reports_one_episode():
     policy = RecordingPolicy()
-    hook = _hook(make_cartpole_env(), policy)
+    hook = _hook(cartpole_env(), policy)
     results = [hook(TensorDict(batch_size=[100])) for _ in range(6)]  # frames 100 .. 600
     due = [bool(r) for r in results]
     assert due == [False, False, True, False, True, False]  # crossing 250 and 500
@@ -65,14 +65,14 @@ def test_runs_every_interval_frames_and_reports_one_episode():
 
 def test_non_deterministic_variant_uses_random_exploration_and_max_steps():
     policy = RecordingPolicy()
-    hook = _hook(make_cartpole_env(), policy, deterministic=False, metric_subgroup="explore", max_steps=3)
+    hook = _hook(cartpole_env(), policy, deterministic=False, metric_subgroup="explore", max_steps=3)
     metrics = hook.evaluate(step=0)
     assert set(policy.seen) == {ExplorationType.RANDOM}
     assert metrics["eval/explore/episode_length"] == 3
 
 
 def test_batched_environment_counts_first_episode_of_each_env():
-    env = SerialEnv(3, lambda: make_cartpole_env())
+    env = SerialEnv(3, lambda: cartpole_env())
     hook = _hook(env, RecordingPolicy(), max_steps=60, reduce_stats=True)
     metrics = hook.evaluate(step=0)
     lengths = metrics["eval/deterministic/episode_length_min"], metrics["eval/deterministic/episode_length_max"]
@@ -82,7 +82,7 @@ def test_batched_environment_counts_first_episode_of_each_env():
 
 
 def test_render_returning_none_raises():
-    env = make_cartpole_env(render=False)  # no render_mode: gymnasium's render() returns None
+    env = cartpole_env(render=False)  # no render_mode: gymnasium's render() returns None
     hook = _hook(env, RecordingPolicy(), render=True, max_steps=5, logger=CSVLogger("x", log_dir="/tmp/unused"))
     with pytest.warns(UserWarning):  # gymnasium warns about the missing render_mode first
         with pytest.raises(RuntimeError, match=r"render\(\) returned None"):
@@ -91,7 +91,7 @@ def test_render_returning_none_raises():
 
 def test_render_logs_video_through_logger_before_registration(tmp_path):
     logger = CSVLogger("eval", log_dir=str(tmp_path))
-    hook = _hook(make_cartpole_env(render=True), RecordingPolicy(), render=True, max_steps=4, logger=logger)
+    hook = _hook(cartpole_env(render=True), RecordingPolicy(), render=True, max_steps=4, logger=logger)
     metrics = hook.evaluate(step=1234)
     files = list(tmp_path.rglob("*.pt"))
     assert [f.name for f in files] == ["video_1234.pt"]
@@ -103,7 +103,7 @@ def test_render_logs_video_through_logger_before_registration(tmp_path):
 
 def test_standalone_call_logs_scalars_directly(tmp_path):
     logger = CSVLogger("direct", log_dir=str(tmp_path))
-    hook = _hook(make_cartpole_env(), RecordingPolicy(), interval_frames=10, logger=logger)
+    hook = _hook(cartpole_env(), RecordingPolicy(), interval_frames=10, logger=logger)
     hook(TensorDict(batch_size=[10]))
     scalar_file = tmp_path / "direct" / "scalars" / "eval" / "deterministic" / "episode_length.csv"
     step, value = scalar_file.read_text().strip().split(",")
@@ -111,7 +111,7 @@ def test_standalone_call_logs_scalars_directly(tmp_path):
 
 
 def test_hook_set_builds_variants_runs_them_together_and_round_trips():
-    env = make_cartpole_env()
+    env = cartpole_env()
     kwargs = dict(
         policy=RecordingPolicy(),
         environment=env,
@@ -161,7 +161,7 @@ class FlaglessEnv:
     """A rollout-capable env without TorchRL's is_closed flag: it must be closed once, by the hook's own record."""
 
     def __init__(self):
-        self.env = make_cartpole_env()
+        self.env = cartpole_env()
         self.batch_size = self.env.batch_size
         self.close_calls = 0
 
@@ -174,7 +174,7 @@ class FlaglessEnv:
 
 
 def test_metrics_hook_close_is_idempotent_on_a_started_batched_env():
-    env = CountingSerialEnv(2, make_cartpole_env)
+    env = CountingSerialEnv(2, cartpole_env)
     hook = _hook(env, RecordingPolicy(), max_steps=5)
     hook.evaluate(step=0)  # starts the workers
     assert not env.is_closed
@@ -184,7 +184,7 @@ def test_metrics_hook_close_is_idempotent_on_a_started_batched_env():
 
 
 def test_metrics_hook_close_skips_an_env_closed_elsewhere_and_closes_a_flagless_env_once():
-    env = CountingSerialEnv(2, make_cartpole_env)
+    env = CountingSerialEnv(2, cartpole_env)
     hook = _hook(env, RecordingPolicy(), max_steps=5)
     hook.evaluate(step=0)
     env.close()  # e.g. the trainer's shutdown stage, or the owner of the env

@@ -1,21 +1,19 @@
-"""The full hook set on real TorchRL trainers (PPO and DQN on CartPole-v1)."""
+"""The full hook set on the builder's TorchRL trainers (PPO and DQN on CartPole-v1)."""
 
 import pytest
 import torch
 from tensordict import TensorDict
 from torchrl.envs import SerialEnv
-from torchrl.record.loggers.csv import CSVLogger
 
-from tests.trainer_hooks.helpers import read_csv_scalars
+from tests.trainer_hooks.helpers import cartpole_dqn, cartpole_env, cartpole_ppo, read_csv_scalars, validated
 from xdrl.builder.experiment import build
 from xdrl.builder.metrics import read_metrics_file
 from xdrl.config import compose_config, validate
-from xdrl.demo import make_cartpole_env, make_dqn_trainer, make_ppo_trainer, register_full_hook_set
 from xdrl.trainer_hooks import LoggingEvaluationHookSet, LoggingHookSet
 
 ALGOS = {
-    "ppo": (make_ppo_trainer, "loss_module.actor_network", {"total_frames": 1024, "frames_per_batch": 256}),
-    "dqn": (make_dqn_trainer, "loss_module.value_network", {"total_frames": 512, "frames_per_batch": 128}),
+    "ppo": (cartpole_ppo, {"total_frames": 1024, "frames_per_batch": 256}),
+    "dqn": (cartpole_dqn, {"total_frames": 512, "frames_per_batch": 128}),
 }
 EXPECTED_LOSSES = {
     "ppo": {"train/agents/loss_objective", "train/agents/loss_critic", "train/agents/loss_entropy"},
@@ -23,29 +21,35 @@ EXPECTED_LOSSES = {
 }
 
 
-def _run(tmp_path, algo, save_to=None):
-    factory, policy_path, sizes = ALGOS[algo]
-    logger = CSVLogger("run", log_dir=str(tmp_path / "logs"))
-    trainer = factory(logger=logger, **sizes)
-    hooks = register_full_hook_set(
-        trainer,
-        checkpoint_dir=tmp_path / "policies",
-        checkpoint_interval=2,
-        eval_interval_frames=sizes["frames_per_batch"] * 2,
-        eval_max_steps=100,
-        policy_path=policy_path,
+def _build(output_dir, algo, total_frames=None):
+    """``build()`` of the preset at a test budget: CSV logger, policy files every 2 iterations, eval every 2 batches."""
+    overrides, sizes = ALGOS[algo]
+    frames_per_batch = sizes["frames_per_batch"]
+    config = overrides(
+        total_frames or sizes["total_frames"],
+        frames_per_batch,
+        "hooks.policy_checkpoint.interval=2",
+        f"hooks.eval.interval_frames={frames_per_batch * 2}",
+        "hooks.eval.max_steps=100",
+        logger="csv",
     )
+    return build(validated(config), "cpu", output_dir=output_dir)
+
+
+def _run(tmp_path, algo, save_to=None):
+    experiment = _build(tmp_path, algo)
+    trainer = experiment.trainer
     if save_to is not None:
         # The trainer shuts its collector down when train() returns; save while it runs.
         trainer.register_op("post_steps_log", lambda _batch: torch.save(trainer.state_dict(), save_to))
     trainer.train()
-    return trainer, hooks, read_csv_scalars(tmp_path / "logs", "run")
+    return trainer, experiment.hooks, read_csv_scalars(tmp_path, "csv")
 
 
 @pytest.mark.parametrize("algo", sorted(ALGOS))
 def test_metrics_reaching_the_logger(tmp_path, algo):
     trainer, _, scalars = _run(tmp_path, algo)
-    frames_per_batch = ALGOS[algo][2]["frames_per_batch"]
+    frames_per_batch = ALGOS[algo][1]["frames_per_batch"]
     iterations = trainer.total_frames // frames_per_batch
     every_iteration = {
         "collection/reward/reward_mean",
@@ -88,7 +92,7 @@ def test_metrics_reaching_the_logger(tmp_path, algo):
 def test_policy_checkpoints_hold_the_policy(tmp_path, algo):
     trainer, _, _ = _run(tmp_path, algo)
     files = sorted((tmp_path / "policies").iterdir())
-    iterations = trainer.total_frames // ALGOS[algo][2]["frames_per_batch"]
+    iterations = trainer.total_frames // ALGOS[algo][1]["frames_per_batch"]
     assert [f.name for f in files] == [f"policy_step_{n:08d}.pt" for n in range(2, iterations + 1, 2)]
     last = torch.load(files[-1], weights_only=True)
     policy = trainer.loss_module.actor_network if algo == "ppo" else trainer.loss_module.value_network
@@ -102,17 +106,10 @@ def test_trainer_checkpoint_round_trips_all_hook_state(tmp_path, algo):
     path = tmp_path / "trainer.pt"
     first, first_hooks, _ = _run(tmp_path / "a", algo, save_to=path)
 
-    factory, policy_path, sizes = ALGOS[algo]
-    second = factory(
-        logger=CSVLogger("run", log_dir=str(tmp_path / "b")), **{**sizes, "total_frames": sizes["total_frames"] * 2}
-    )
-    second_hooks = register_full_hook_set(
-        second,
-        checkpoint_dir=tmp_path / "a" / "policies",
-        checkpoint_interval=2,
-        eval_interval_frames=sizes["frames_per_batch"] * 2,
-        policy_path=policy_path,
-    )
+    sizes = ALGOS[algo][1]
+    # The same experiment with twice the budget, in the same directory (its policy files continue there).
+    rebuilt = _build(tmp_path / "a", algo, total_frames=sizes["total_frames"] * 2)
+    second, second_hooks = rebuilt.trainer, rebuilt.hooks
     second.load_state_dict(torch.load(path, weights_only=True))
     assert second_hooks.state_dict() == first_hooks.state_dict()
     assert (
@@ -144,7 +141,7 @@ class CountingSerialEnv(SerialEnv):
 
 
 def test_close_closes_the_evaluation_hook_set_once():
-    env = CountingSerialEnv(2, make_cartpole_env)
+    env = CountingSerialEnv(2, cartpole_env)
     eval_set = LoggingEvaluationHookSet(
         policy=None,
         environment=env,

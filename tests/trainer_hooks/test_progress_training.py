@@ -1,7 +1,7 @@
 import torch
 from tensordict import TensorDict
 
-from xdrl.demo import make_ppo_trainer
+from tests.trainer_hooks.helpers import algorithm, cartpole_ppo
 from xdrl.trainer_hooks import LoggingProgressHook, LoggingTrainingMetricsHook
 
 
@@ -15,7 +15,7 @@ def test_training_metrics_flatten_nested_scalar_losses_only():
 
 
 def test_progress_reports_fraction_and_fps_on_a_trainer():
-    trainer = make_ppo_trainer(total_frames=512, frames_per_batch=128)
+    trainer = algorithm(cartpole_ppo(512, 128)).trainer
     hook = LoggingProgressHook()
     hook.register(trainer)
     trainer.train()

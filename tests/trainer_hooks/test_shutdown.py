@@ -2,12 +2,12 @@
 
 import pytest
 
-from xdrl.demo import make_ppo_trainer
-from xdrl.trainer_hooks._shutdown import ensure_shutdown_on_error, train_error
+from tests.trainer_hooks.helpers import algorithm, cartpole_ppo
+from xdrl.trainer_hooks.shutdown import ensure_shutdown_on_error, train_error
 
 
 def _trainer_with_log():
-    trainer = make_ppo_trainer(total_frames=256, frames_per_batch=128)
+    trainer = algorithm(cartpole_ppo(256, 128)).trainer
     calls = []
     trainer.register_op("shutdown", lambda: calls.append("shutdown"))
     ensure_shutdown_on_error(trainer)

@@ -1,23 +1,55 @@
-"""W&B hooks on a real offline W&B run, read back from its run file."""
+"""W&B hooks on a real offline W&B run, read back from its run file.
+
+Two constructions: ``build()`` with ``logger=wandb`` (what ``xdrl train`` and every Tune
+trial run: the W&B logger behind the metric router), and the library's own use, the
+hooks registered on the builder's TorchRL trainer whose logger is TorchRL's ``WandbLogger``.
+"""
 
 import logging
 
 import pytest
 from torchrl.record.loggers.wandb import WandbLogger
 
-from xdrl.demo import make_ppo_trainer, register_full_hook_set
-from xdrl.trainer_hooks import WandbFinishHook, WandbFlushHook
+from tests.trainer_hooks.helpers import algorithm, cartpole_ppo, validated
+from xdrl.builder.experiment import build
+from xdrl.trainer_hooks import LoggingHookSet, PolicyCheckpointHook, WandbFinishHook, WandbFlushHook
 from xdrl.wandb_records import find_run_files, read_run
 
 FRAMES_PER_BATCH = 128
 
 
-def _trainer(tmp_path, total_frames=512, **hook_kwargs):
-    logger = WandbLogger(
-        exp_name="hooks", offline=True, save_dir=str(tmp_path), project="xdrl-tests", log_env_packages=False
+def _built(tmp_path, total_frames=512, eval_interval_frames=0):
+    """``build()`` with an offline W&B run in ``tmp_path``: the trainer and its ``WandbLogger``."""
+    overrides = cartpole_ppo(
+        total_frames,
+        FRAMES_PER_BATCH,
+        "logger.project=xdrl-tests",
+        f"hooks.eval.interval_frames={eval_interval_frames}",
+        "hooks.eval.max_steps=50",
+        logger="wandb",
     )
-    trainer = make_ppo_trainer(total_frames=total_frames, frames_per_batch=FRAMES_PER_BATCH, logger=logger)
-    register_full_hook_set(trainer, checkpoint_dir=tmp_path / "policies", wandb=True, **hook_kwargs)
+    experiment = build(validated(overrides), "cpu", output_dir=tmp_path)
+    return experiment.trainer, experiment.router.named_loggers["wandb"]
+
+
+def _hooked(tmp_path, total_frames=512, *, exp_name="hooks", wandb_hooks=True):
+    """The builder's TorchRL trainer logging to a ``WandbLogger``, the hook set registered on it by hand."""
+    logger = WandbLogger(
+        exp_name=exp_name, offline=True, save_dir=str(tmp_path), project="xdrl-tests", log_env_packages=False
+    )
+    parts = algorithm(cartpole_ppo(total_frames, FRAMES_PER_BATCH), logger=logger)
+    trainer = parts.trainer
+    LoggingHookSet(
+        group="agents",
+        frame_skip=1,
+        reward_key=("next", "reward"),
+        episode_reward_key=("next", "episode_reward"),
+        reduce_stats=True,
+    ).register(trainer)
+    PolicyCheckpointHook(directory=tmp_path / "policies", interval=2, policy_path=parts.policy_path).register(trainer)
+    if wandb_hooks:
+        WandbFlushHook().register(trainer)  # after the metric hooks: it commits the iteration's row
+        WandbFinishHook().register(trainer)
     return trainer, logger
 
 
@@ -36,7 +68,7 @@ def _records(tmp_path, logger, timeout=15.0):
 
 
 def test_one_row_per_iteration_with_every_metric(tmp_path):
-    trainer, logger = _trainer(tmp_path, eval_interval_frames=2 * FRAMES_PER_BATCH, eval_max_steps=50)
+    trainer, logger = _built(tmp_path, eval_interval_frames=2 * FRAMES_PER_BATCH)
     steps = []
     trainer.register_op("post_steps_log", lambda _batch: steps.append(logger.experiment.step))
     trainer.train()
@@ -63,7 +95,8 @@ def test_one_row_per_iteration_with_every_metric(tmp_path):
     ("error", "exit_code"), [(RuntimeError("boom"), 1), (SystemExit(0), 0), (KeyboardInterrupt(), 1)]
 )
 def test_run_is_finished_and_flushed_when_training_raises(tmp_path, error, exit_code):
-    trainer, logger = _trainer(tmp_path)
+    # The hooks log straight to the WandbLogger here: build()'s metric router keeps a failed iteration out of W&B.
+    trainer, logger = _hooked(tmp_path)
     calls = []
 
     def fail_in_second_iteration():
@@ -83,11 +116,7 @@ def test_run_is_finished_and_flushed_when_training_raises(tmp_path, error, exit_
 
 
 def test_disabled_hooks_do_nothing(tmp_path):
-    logger = WandbLogger(
-        exp_name="off", offline=True, save_dir=str(tmp_path), project="xdrl-tests", log_env_packages=False
-    )
-    trainer = make_ppo_trainer(total_frames=256, frames_per_batch=FRAMES_PER_BATCH, logger=logger)
-    register_full_hook_set(trainer, checkpoint_dir=tmp_path / "policies", wandb=False)
+    trainer, logger = _hooked(tmp_path, 256, exp_name="off", wandb_hooks=False)
     flush, finish = WandbFlushHook(enabled=False), WandbFinishHook(enabled=False)
     flush.register(trainer)
     finish.register(trainer)
@@ -100,7 +129,7 @@ def test_disabled_hooks_do_nothing(tmp_path):
 
 
 def test_error_while_finishing_is_a_warning(tmp_path, caplog, monkeypatch):
-    trainer, logger = _trainer(tmp_path, total_frames=128)
+    trainer, logger = _built(tmp_path, total_frames=128)
     run = logger.experiment
 
     def failing_finish(*args, **kwargs):
@@ -115,7 +144,7 @@ def test_error_while_finishing_is_a_warning(tmp_path, caplog, monkeypatch):
 
 
 def test_flush_skips_when_nothing_is_pending(tmp_path):
-    trainer, logger = _trainer(tmp_path, total_frames=128)
+    trainer, logger = _built(tmp_path, total_frames=128)
     flush = trainer._modules["wandb_flush"]
     trainer.train()
     assert flush.flush() is False  # shutdown already committed the last row

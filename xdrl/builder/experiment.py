@@ -121,6 +121,40 @@ def build_algorithm(
     )
 
 
+def logging_hook_set(validated: ValidatedExperiment, policy: Any, eval_env: Any) -> LoggingHookSet:
+    """The experiment's metric hooks (collection, training, counters, timers, evaluation), not registered.
+
+    With ``hooks.eval.interval_frames`` set, the evaluation set plays ``policy`` on ``eval_env``.
+    """
+    config, info = validated.config, validated.env_info
+    hooks_config = config.hooks
+    multi_objective = info.multi_objective
+    eval_set = None
+    if hooks_config.eval.interval_frames:
+        eval_set = LoggingEvaluationHookSet(
+            policy=policy,
+            environment=eval_env,
+            group=hooks_config.group,
+            interval_frames=hooks_config.eval.interval_frames,
+            max_steps=hooks_config.eval.max_steps,
+            deterministic=hooks_config.eval.deterministic,
+            non_deterministic=hooks_config.eval.non_deterministic,
+            render=hooks_config.eval.video,
+            video_fps=hooks_config.eval.video_fps,
+            reward_key=("next", "reward"),  # the scalarized reward of a multi-objective env
+            reduce_stats=hooks_config.reduce_stats,
+        )
+    return LoggingHookSet(
+        group=hooks_config.group,
+        frame_skip=1,
+        reward_key=("next", VECTOR_REWARD if multi_objective else "reward"),
+        episode_reward_key=("next", EPISODE_VECTOR_REWARD if multi_objective else "episode_reward"),
+        episode_reward_weights=config.env.reward_weights if multi_objective else None,
+        reduce_stats=hooks_config.reduce_stats,
+        eval_hook_set=eval_set,
+    )
+
+
 def build(
     validated: ValidatedExperiment,
     device: torch.device | str | None = None,
@@ -175,31 +209,7 @@ def build(
     # Hooks, in stage order -----------------------------------------------------------
     router.register(trainer)  # first batch_process op: the iteration starts
     hooks_config = config.hooks
-    multi_objective = info.multi_objective
-    eval_set = None
-    if eval_env is not None:
-        eval_set = LoggingEvaluationHookSet(
-            policy=parts.policy,
-            environment=eval_env,
-            group=hooks_config.group,
-            interval_frames=hooks_config.eval.interval_frames,
-            max_steps=hooks_config.eval.max_steps,
-            deterministic=hooks_config.eval.deterministic,
-            non_deterministic=hooks_config.eval.non_deterministic,
-            render=hooks_config.eval.video,
-            video_fps=hooks_config.eval.video_fps,
-            reward_key=("next", "reward"),  # the scalarized reward of a multi-objective env
-            reduce_stats=hooks_config.reduce_stats,
-        )
-    hooks = LoggingHookSet(
-        group=hooks_config.group,
-        frame_skip=1,
-        reward_key=("next", VECTOR_REWARD if multi_objective else "reward"),
-        episode_reward_key=("next", EPISODE_VECTOR_REWARD if multi_objective else "episode_reward"),
-        episode_reward_weights=config.env.reward_weights if multi_objective else None,
-        reduce_stats=hooks_config.reduce_stats,
-        eval_hook_set=eval_set,
-    )
+    hooks = logging_hook_set(validated, parts.policy, eval_env)
     hooks.register(trainer)
     policies = PolicyCheckpointHook(
         directory=output_dir / "policies",

@@ -6,22 +6,21 @@ produces is a typo, and is reported with the list of names that exist.
 
 from __future__ import annotations
 
-import tempfile
+from typing import Any
 
 import torch
 
 from xdrl._compat import stage_ops
-from xdrl.builder.experiment import build
+from xdrl.builder.experiment import build_algorithm, logging_hook_set
 from xdrl.config.validation import ValidatedExperiment
 
 
-def loss_keys(experiment: object) -> list[str]:
+def loss_keys(trainer: Any) -> list[str]:
     """Keys of the averaged losses the trainer will pass to the training metrics hook.
 
     One batch is collected and the loss evaluated on it (no optimiser step);
     TorchRL's optimizer hook adds one ``grad_norm_<i>`` per optimizer op.
     """
-    trainer = experiment.trainer
     collector = trainer.collector
     try:
         batch = next(iter(collector))
@@ -38,17 +37,9 @@ def loss_keys(experiment: object) -> list[str]:
 
 
 def metric_schema(validated: ValidatedExperiment) -> list[str]:
-    """Sorted metric names the experiment's hooks can produce (a throw-away build, no training)."""
-    config = validated.config
-    quiet = type(config.logger)(**{**config.logger.__dict__, "backend": "none"})
-    offline = ValidatedExperiment(
-        config=type(config)(**{**config.__dict__, "logger": quiet}), algo=validated.algo, env_info=validated.env_info
-    )
-    with tempfile.TemporaryDirectory(prefix="xdrl-schema-") as directory:
-        experiment = build(offline, "cpu", output_dir=directory)
-        keys = loss_keys(experiment)
-        eval_set = experiment.hooks.eval_hook_set
-        if eval_set is not None:
-            eval_set.close()
+    """Sorted metric names the experiment's hooks can produce: its algorithm built once, no hooks, no training."""
+    parts = build_algorithm(validated, "cpu")
+    hooks = logging_hook_set(validated, parts.policy, eval_env=None)
+    keys = loss_keys(parts.trainer)
     objectives = validated.env_info.objectives
-    return sorted(set(experiment.hooks.metric_names(keys, objectives=objectives, eval_objectives=1)))
+    return sorted(set(hooks.metric_names(keys, objectives=objectives, eval_objectives=1)))

@@ -5,23 +5,24 @@ Each of the top ``k`` configurations of a finished search trains again with
 every run ends with a deterministic evaluation of its final policy. Per
 configuration: the interquartile mean of those returns with a stratified
 bootstrap 95% interval; per pair: the probability that one beats the other.
+
+This module runs the grid; the statistics and their table are the report's
+(:mod:`xdrl.report.confirmation`), the file ``confirm.json`` is a record
+(:mod:`xdrl.records.experiment`), which ``xdrl report`` shows.
 """
 
 from __future__ import annotations
 
-import json
 import pathlib
 from typing import Any
 
-import numpy as np
-
-from xdrl.builder.checkpointing import atomic_write_text
 from xdrl.config.errors import ConfigError
 from xdrl.distributed import tuner
-from xdrl.report import stats
+from xdrl.records.experiment import confirm_directory, write_confirmation
+from xdrl.report.confirmation import render, summarize
 from xdrl.report.data import load_experiment
 
-CONFIRM_FILE = "confirm.json"
+__all__ = ["confirm", "render", "run_confirm_trial", "summarize", "top_candidates"]
 
 
 def run_confirm_trial(
@@ -69,7 +70,7 @@ def confirm(directory: str | pathlib.Path, *, top: int, seeds: int, episodes: in
     for params in candidates:  # before any cluster resource is used
         validate(with_values(base, {**params, "seed": 0}))
     search = data.base["search"]
-    name = f"{data.name}-confirm"
+    confirm_dir = confirm_directory(directory)
     tuner._init_ray()
     trainable = tuner.trainable_class_with(
         tune.with_parameters(
@@ -77,7 +78,7 @@ def confirm(directory: str | pathlib.Path, *, top: int, seeds: int, episodes: in
             base=base,
             candidates=candidates,
             final_episodes=episodes,
-            experiment_dir=str(directory.parent / name),
+            experiment_dir=str(confirm_dir),
         ),
         base,
     )
@@ -89,8 +90,8 @@ def confirm(directory: str | pathlib.Path, *, top: int, seeds: int, episodes: in
         },
         tune_config=tune.TuneConfig(max_concurrent_trials=search["max_concurrent_trials"], reuse_actors=False),
         run_config=tune.RunConfig(
-            name=name,
-            storage_path=str(directory.parent),
+            name=confirm_dir.name,
+            storage_path=str(confirm_dir.parent),
             failure_config=tune.FailureConfig(max_failures=search["max_failures"]),
             verbose=1,
         ),
@@ -102,59 +103,6 @@ def confirm(directory: str | pathlib.Path, *, top: int, seeds: int, episodes: in
         if result.metrics and FINAL_RETURN in result.metrics:
             scores[result.config["xdrl_candidate"]].append(float(result.metrics[FINAL_RETURN]))
     summary = summarize(candidates, [t.trial_id for t in trials], scores)
-    summary["experiment"] = str(directory.parent / name)
-    (directory.parent / name).mkdir(exist_ok=True)
-    atomic_write_text(directory.parent / name / CONFIRM_FILE, json.dumps(summary, indent=1))
+    summary["experiment"] = str(confirm_dir)
+    write_confirmation(directory, summary)
     return summary
-
-
-def summarize(candidates: list[dict[str, Any]], trial_ids: list[str], scores: dict[int, list[float]]) -> dict[str, Any]:
-    """IQM with bootstrap interval per candidate, probability of improvement per pair."""
-    rows = []
-    for index, params in enumerate(candidates):
-        values = np.array(scores.get(index, []), dtype=float).reshape(-1, 1)
-        interval = stats.bootstrap_iqm(values) if len(values) else None
-        rows.append(
-            {
-                "rank": index + 1,
-                "search_trial": trial_ids[index],
-                "params": params,
-                "returns": values.reshape(-1).tolist(),
-                "iqm": None if interval is None else interval.estimate,
-                "ci95": None if interval is None else [interval.low, interval.high],
-            }
-        )
-    pairs = []
-    for i in range(len(rows)):
-        for j in range(len(rows)):
-            if i != j and rows[i]["returns"] and rows[j]["returns"]:
-                p = stats.bootstrap_probability_of_improvement(
-                    np.array(rows[i]["returns"]), np.array(rows[j]["returns"])
-                )
-                pairs.append({"x": i + 1, "y": j + 1, "p": p.estimate, "ci95": [p.low, p.high]})
-    return {"candidates": rows, "probability_of_improvement": pairs}
-
-
-def render(summary: dict[str, Any]) -> str:
-    lines = ["rank  search trial  IQM final return  95% CI              returns  params"]
-    for row in summary["candidates"]:
-        ci = "-" if row["ci95"] is None else f"[{row['ci95'][0]:.1f}, {row['ci95'][1]:.1f}]"
-        iqm = "-" if row["iqm"] is None else f"{row['iqm']:.1f}"
-        returns = ", ".join(f"{r:.0f}" for r in row["returns"])
-        params = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row["params"].items())
-        lines.append(f"{row['rank']:<5} {row['search_trial']:<13} {iqm:<17} {ci:<20} [{returns}]  {params}")
-    if summary["probability_of_improvement"]:
-        lines.append("")
-        lines.append("P(rank X beats rank Y) with 95% CI:")
-        for pair in summary["probability_of_improvement"]:
-            if pair["x"] < pair["y"]:
-                lines.append(
-                    f"  P({pair['x']} > {pair['y']}) = {pair['p']:.2f} [{pair['ci95'][0]:.2f}, {pair['ci95'][1]:.2f}]"
-                )
-    return "\n".join(lines)
-
-
-def load_summary(experiment_dir: pathlib.Path) -> dict[str, Any] | None:
-    """The confirmation results of a search, when ``xdrl confirm`` ran on it."""
-    path = experiment_dir.parent / f"{experiment_dir.name}-confirm" / CONFIRM_FILE
-    return json.loads(path.read_text()) if path.exists() else None

@@ -1,4 +1,10 @@
-"""Read a Tune + Optuna experiment directory without changing it (finished, interrupted or running)."""
+"""Read a Tune + Optuna experiment directory without changing it (finished, interrupted or running).
+
+Everything comes through readers of its own owners: the experiment's files through
+:mod:`xdrl.records.experiment`, each run's JSON-lines records through
+:mod:`xdrl.records.lineage`, Tune's experiment state through Ray's ``ExperimentAnalysis``
+(:mod:`xdrl.report.tune_state`), the Optuna study through Optuna.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +13,12 @@ import json
 import pathlib
 import shutil
 import tempfile
-import time
 from typing import Any
 
-import yaml
-
-from xdrl.builder.metrics import read_metrics_file
 from xdrl.config.errors import ConfigError
-from xdrl.distributed.tuner import BASE_CONFIG
+from xdrl.records.experiment import BASE_CONFIG, read_base_config
+from xdrl.records.lineage import METRICS_FILE, TUNE_RESULT_FILE, read_jsonl
+from xdrl.report.tune_state import tune_state
 
 
 @dataclasses.dataclass
@@ -98,86 +102,6 @@ class ExperimentData:
         return mode if isinstance(mode, list) else [mode]
 
 
-#: How often, and how far apart, ``tune_state`` reads a state file that does not parse. Tune rewrites
-#: ``experiment_state-*.json`` in place, so a report on a running experiment can catch it half written;
-#: the next save completes it within milliseconds, the window here is ample on a loaded machine.
-STATE_READ_ATTEMPTS = 10
-STATE_READ_DELAY_S = 0.1
-
-
-class ExperimentStateError(json.JSONDecodeError):
-    """Tune's experiment state file never parsed, however long it was waited for.
-
-    A ``json.JSONDecodeError`` so that callers which treat an unreadable state as "Tune is writing
-    it right now" (polling tests, for one) keep working unchanged.
-    """
-
-    def __init__(self, msg: str, doc: str, pos: int, path: pathlib.Path | None = None) -> None:
-        super().__init__(msg, doc, pos)
-        self.path = path
-
-    def __reduce__(self) -> tuple[Any, ...]:  # JSONDecodeError's own drops ``path``
-        return self.__class__, (self.msg, self.doc, self.pos, self.path)
-
-
-def _read_newest_state(directory: pathlib.Path, attempts: int, delay: float) -> dict[str, Any] | None:
-    """The newest ``experiment_state-*.json`` of ``directory``, parsed; None when there is none yet."""
-    error: json.JSONDecodeError | None = None
-    path = None
-    for attempt in range(attempts):
-        if attempt:
-            time.sleep(delay)
-        # Listed again on every attempt: Tune may have started a newer file (or removed this one) meanwhile.
-        states = sorted(directory.glob("experiment_state-*.json"))
-        if not states:
-            return None
-        path = states[-1]
-        try:
-            return json.loads(path.read_text())
-        except FileNotFoundError:
-            continue
-        except json.JSONDecodeError as torn:
-            error = torn
-    if error is None:  # every file listed vanished before it could be read
-        return None
-    raise ExperimentStateError(
-        f"Tune's experiment state {path} is not valid JSON after {attempts} reads {delay:g} s apart "
-        f"(torn by an interrupted write?): {error.msg}",
-        error.doc,
-        error.pos,
-        path,
-    )
-
-
-def tune_state(
-    directory: pathlib.Path, *, attempts: int = STATE_READ_ATTEMPTS, delay: float = STATE_READ_DELAY_S
-) -> dict[str, dict[str, Any]]:
-    """Trial id -> status, config, directory and failures, from Tune's newest experiment state.
-
-    Args:
-        directory: The experiment directory.
-        attempts: Reads of a state file that does not parse before giving up.
-        delay: Seconds between those reads.
-
-    Raises:
-        ExperimentStateError: when the newest state file still does not parse after ``attempts`` reads.
-    """
-    data = _read_newest_state(pathlib.Path(directory), attempts, delay)
-    if data is None:
-        return {}
-    trials = {}
-    for entry in data.get("trial_data", []):
-        trial = json.loads(entry[0])
-        runtime = json.loads(entry[1]) if len(entry) > 1 and isinstance(entry[1], str) else {}
-        trials[trial["trial_id"]] = {
-            "status": trial.get("status", "UNKNOWN"),
-            "config": trial.get("config", {}),
-            "dirname": trial.get("relative_logdir") or trial.get("custom_dirname"),
-            "failures": runtime.get("num_failures", 0),
-        }
-    return trials
-
-
 def _snapshot_study(url: str, study_name: str) -> Any | None:
     """An in-memory copy of the study stored at ``url``; the database connection is closed on return."""
     import optuna
@@ -224,21 +148,24 @@ def load_experiment(directory: str | pathlib.Path) -> ExperimentData:
         ConfigError: when the directory is not one (no ``xdrl_experiment.yaml``).
     """
     directory = pathlib.Path(directory).resolve()
-    config_path = directory / BASE_CONFIG
-    if not config_path.is_file():
+    stored = read_base_config(str(directory))
+    if stored is None:
         raise ConfigError("DIR", str(directory), f"an experiment directory of xdrl tune (with {BASE_CONFIG})")
-    base = yaml.safe_load(config_path.read_text())
-    overrides = base.pop("_overrides", [])
+    base, overrides = stored
     state = tune_state(directory)
     trials = []
     seen = set()
+    # Results come from each trial's result.json, not from ExperimentAnalysis.trial_dataframes: those
+    # hold only the trials whose last result the saved state already has (Tune saves it every few
+    # seconds, result.json every iteration), and a torn last line (a trial writing right now) costs
+    # the whole trial there, one line here. Trials get a directory before the saved state lists them.
     for trial_dir in sorted(p for p in directory.iterdir() if (p / "params.json").exists()):
-        results = read_metrics_file(trial_dir / "result.json")
+        results = read_jsonl(trial_dir / TUNE_RESULT_FILE)
         params = json.loads((trial_dir / "params.json").read_text())
         trial_id = results[-1]["trial_id"] if results else trial_dir.name.split("_")[2]
         info = state.get(trial_id, {})
         status = info.get("status") or ("RUNNING" if results else "PENDING")
-        rows = read_metrics_file(trial_dir / "metrics.jsonl")
+        rows = read_jsonl(trial_dir / METRICS_FILE)
         trials.append(
             Trial(trial_id, trial_dir.name, trial_dir, status, params, results, info.get("failures", 0), rows)
         )
