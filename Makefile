@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # All Ray traffic on loopback, W&B offline unless you configured a key.
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER ?= 0
 
-.PHONY: run test lint install clean
+.PHONY: run test test-fast lint install clean
 
 $(BIN)/xdrl: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ run: $(BIN)/xdrl
 
 test: $(BIN)/xdrl
 	$(BIN)/python -m pytest -q
+
+# Everything but real clusters, killed-and-resumed processes and full sweeps (marked slow): a few minutes.
+test-fast: $(BIN)/xdrl
+	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: $(BIN)/xdrl
 	$(BIN)/ruff check .

@@ -4,8 +4,7 @@ Both sides come from the builder, on the ``cartpole_ppo`` preset at the
 benchmark's sizes (512-frame batches, 4 epochs of 128-frame minibatches, seed
 0, one torch thread):
 
-- bare: ``build_algorithm(config, logger=None)``, TorchRL's ``PPOTrainer``
-  without any xdrl hook;
+- bare: ``build_algorithm(config, logger=None)``, the preset's TorchRL trainer without any xdrl hook;
 - hooked: ``build(config)`` with ``logger=none``, what ``xdrl train`` runs:
   the same trainer plus the metric router writing ``metrics.jsonl``, the
   logging hook set (collection, training, counter, progress and timer

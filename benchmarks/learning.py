@@ -5,7 +5,7 @@ with ``--sac``, ``pendulum_sac`` to 20k frames) over several seeds, through the
 same build path as ``xdrl train`` (full hook set, W&B off), then evaluates each
 final policy deterministically on a fresh environment. Prints, per preset, the
 mean and spread of the final return, each seed's return and wall time, and the
-reference from ``../shared/REFERENCES.md`` (RL Zoo3 benchmark).
+reference (RL Zoo3's benchmark table).
 
 Goals: CartPole return >= 475 for both algorithms, Pendulum >= -200.
 

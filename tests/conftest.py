@@ -15,6 +15,19 @@ os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 os.environ.pop("WANDB_API_KEY", None)
 
 
+@pytest.fixture(autouse=True)
+def no_shared_wandb_service():
+    """Keep a W&B service that a test started in this process away from the processes started later.
+
+    ``wandb.init`` in the pytest process publishes its service in ``WANDB_SERVICE``; a subprocess
+    (``xdrl train``) or a Ray worker that inherits it logs through that service instead of its own,
+    and a run it leaves open there (a SIGKILLed process) blocks the resume ("run ID is in use").
+    Real runs start from a shell without it.
+    """
+    yield
+    os.environ.pop("WANDB_SERVICE", None)
+
+
 @pytest.fixture(scope="module")
 def local_ray():
     """A local Ray on loopback with 4 logical CPUs and 2 logical GPUs, shut down after the module."""

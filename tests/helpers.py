@@ -53,3 +53,15 @@ def run_xdrl(
     if check and result.returncode != 0:
         raise AssertionError(f"xdrl {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return result
+
+
+def wait_until_finished(run_file: pathlib.Path, timeout: float = 30.0) -> pathlib.Path:
+    """Wait for an offline W&B run file's exit record: wandb-core may still write it after ``finish()``."""
+    import time
+
+    from xdrl.records.wandb_files import read_run
+
+    deadline = time.monotonic() + timeout
+    while not read_run(run_file).finished and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return run_file

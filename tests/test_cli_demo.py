@@ -9,7 +9,9 @@ import yaml
 
 from tests.helpers import run_xdrl
 from xdrl.records.lineage import read_jsonl
-from xdrl.wandb_records import find_run_files, read_run
+from xdrl.records.wandb_files import find_run_files, read_run
+
+pytestmark = pytest.mark.slow
 
 EVAL_RETURN = "eval/deterministic/reward/episode_reward_mean"
 

@@ -154,6 +154,7 @@ def test_bad_input_through_the_console_process(case, tmp_path):
     assert "Started a local Ray instance" not in result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_resume_applies_typed_overrides_and_refuses_frozen_keys(tmp_path):
     run_dir = tmp_path / "run"
     run_xdrl(
@@ -189,3 +190,20 @@ def test_resume_applies_typed_overrides_and_refuses_frozen_keys(tmp_path):
     assert saved["algo"]["lr"] == 0.001 and isinstance(saved["algo"]["lr"], float)
     assert saved["collector"]["total_frames"] == 1024
     assert saved["logger"]["run_id"] == yaml.safe_load(stored)["logger"]["run_id"]
+
+
+def test_resume_of_a_run_whose_checkpoints_cannot_be_read_is_refused_and_changes_nothing(tmp_path, capsys):
+    from xdrl.cli import main
+
+    run_dir = tmp_path / "run"
+    base = ["experiment=cartpole_ppo", "collector.total_frames=512", "hooks.eval.interval_frames=0", "logger=none"]
+    assert main(["train", *base, f"output_dir={run_dir}", "--no-progress"]) == 0
+    # A checkpoint of an older xdrl (a plain torch.save payload), or a damaged one: none is readable.
+    for path in (run_dir / "checkpoints").glob("trainer_*.pt"):
+        torch.save({"format": 1, "iteration": 2}, path)
+    files = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run_dir), "collector.total_frames=1024", "--no-progress"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[-1].startswith("xdrl: error: --resume=") and "none of its 1 checkpoint(s) could be read" in lines[-1]
+    assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == files  # config.yaml too

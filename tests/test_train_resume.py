@@ -10,7 +10,9 @@ import pytest
 
 from tests.helpers import REPO, run_xdrl, xdrl_command
 from xdrl.builder.metrics import read_metrics_file
-from xdrl.wandb_records import find_run_files, read_run
+from xdrl.records.wandb_files import find_run_files, read_run
+
+pytestmark = pytest.mark.slow
 
 FRAMES_PER_BATCH = 256
 ITERATIONS = 12

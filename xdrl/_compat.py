@@ -22,11 +22,11 @@ from typing import Any
 # the metric router opens the iteration before any hook of ``batch_process`` logs, and the
 # shutdown guard marks that TorchRL itself reached the ``shutdown`` stage. The stages are
 # lists of ``(op, kwargs)`` in ``trainer._<stage>_ops`` (torchrl 0.14.1, trainers.py).
-_STAGE_LISTS = {"batch_process": "_batch_process_ops", "shutdown": "_shutdown_ops", "optimizer": "_optimizer_ops"}
+_STAGE_LISTS = {"batch_process": "_batch_process_ops", "shutdown": "_shutdown_ops"}
 
 
 def stage_ops(trainer: Any, stage: str) -> list[tuple[Callable[..., Any], dict[str, Any]]]:
-    """The ``(op, kwargs)`` list of a trainer stage (``batch_process``, ``shutdown`` or ``optimizer``)."""
+    """The ``(op, kwargs)`` list of a trainer stage (``batch_process`` or ``shutdown``)."""
     return getattr(trainer, _STAGE_LISTS[stage])
 
 
@@ -44,19 +44,6 @@ def wrap_train(trainer: Any, wrapper: Callable[[Callable[..., Any]], Callable[..
     attribute shadows it.
     """
     trainer.train = functools.wraps(trainer.train)(wrapper(trainer.train))
-
-
-def greedy_last_frames(trainer: Any) -> int:
-    """``DQNTrainer``'s frame count at its last epsilon-greedy step (torchrl 0.14.1).
-
-    Not in the trainer's ``state_dict``: without it, a restored DQN would anneal
-    its exploration again from the frames collected since the restore.
-    """
-    return int(trainer._greedy_last_frames)
-
-
-def set_greedy_last_frames(trainer: Any, frames: int) -> None:
-    trainer._greedy_last_frames = int(frames)
 
 
 def set_scheduler_last_lr(scheduler: Any, lrs: list[float]) -> None:

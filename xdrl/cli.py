@@ -20,17 +20,14 @@ import os
 import pathlib
 import sys
 import time
-import warnings
 from collections.abc import Sequence
 
 EXIT_CONFIG_ERROR = 2
 
 
 def _quiet_third_parties() -> None:
-    # Deprecation chatter of TorchRL/gymnasium would bury the one line that matters.
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    warnings.filterwarnings("ignore", message=".*experimental/prototype.*")
+    # Informational chatter of W&B and TorchRL would bury the one line that matters. Warnings
+    # stay on: a deprecation xdrl's own use of a library causes is something to fix, not hide.
     os.environ.setdefault("WANDB_SILENT", "true")
     os.environ.setdefault("RL_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("RL_WARNINGS", "False")
@@ -42,8 +39,9 @@ def _train(args: argparse.Namespace) -> int:
 
     if args.resume:
         directory = pathlib.Path(args.resume).resolve()
+        found = runner.resume_point(directory)  # before the overrides are saved: a refused resume changes nothing
         validated = runner.load_run_config(directory, args.overrides)
-        result = runner.train(validated, directory, resume=True, progress_bar=not args.no_progress)
+        result = runner.train(validated, directory, resume=True, resume_from=found, progress_bar=not args.no_progress)
     else:
         validated, directory = runner.prepare_new_run(args.overrides)
         print(f"run directory: {directory}", flush=True)

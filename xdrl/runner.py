@@ -16,6 +16,7 @@ import yaml
 from xdrl.config import ConfigError, ValidatedExperiment, compose_config, validate
 from xdrl.config.schema import to_dict
 from xdrl.config.validation import check_device_here, check_output_dir
+from xdrl.records.atomic import atomic_write_text
 
 _log = logging.getLogger(__name__)
 CONFIG_FILE = "config.yaml"
@@ -55,8 +56,6 @@ def load_run_config(directory: pathlib.Path, overrides: Sequence[str] = ()) -> V
     check_device_here(validated.config.resources.device)
     text = yaml.safe_dump(to_dict(validated.config), sort_keys=False)
     if overrides and text != stored:
-        from xdrl.builder.checkpointing import atomic_write_text
-
         atomic_write_text(path, text)
     return validated
 
@@ -77,8 +76,6 @@ def prepare_new_run(overrides: Sequence[str]) -> tuple[ValidatedExperiment, path
     check_output_dir(output_dir)
     if config.logger.run_id is None:
         config.logger.run_id = uuid.uuid4().hex[:12]  # stored, so --resume continues the same W&B run
-    from xdrl.builder.checkpointing import atomic_write_text
-
     created = [p for p in (output_dir, *output_dir.parents) if not p.exists()]
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -116,20 +113,49 @@ def stop_on_signals(request_stop: Any) -> Iterator[None]:
             signal.signal(sig, old)
 
 
+def resume_point(directory: pathlib.Path) -> tuple[dict[str, Any], pathlib.Path] | None:
+    """The newest checkpoint ``xdrl train --resume`` continues from (``None``: the run saved none yet).
+
+    Raises:
+        ConfigError: the run has checkpoints and none can be read (written by another xdrl
+            version, or all damaged): resuming would start over and drop them, so it is refused
+            and the directory left as it is.
+    """
+    from xdrl.builder.checkpointing import checkpoint_paths, load_latest
+
+    found = load_latest(directory / "checkpoints")
+    files = checkpoint_paths(directory / "checkpoints")
+    if found is None and files:
+        raise ConfigError(
+            "--resume",
+            str(directory),
+            f"a run with a checkpoint this xdrl reads: none of its {len(files)} checkpoint(s) could be read "
+            "(see the warnings: another xdrl version's format, or damaged files); nothing was changed",
+        )
+    return found
+
+
 def train(
-    validated: ValidatedExperiment, output_dir: pathlib.Path, *, resume: bool, progress_bar: bool = True
+    validated: ValidatedExperiment,
+    output_dir: pathlib.Path,
+    *,
+    resume: bool,
+    resume_from: tuple[dict[str, Any], pathlib.Path] | None = None,
+    progress_bar: bool = True,
 ) -> RunResult:
-    """Build the experiment in ``output_dir`` and train it, from its newest checkpoint when ``resume``."""
-    from xdrl.builder.checkpointing import load_latest
+    """Build the experiment in ``output_dir`` and train it, from its newest checkpoint when ``resume``.
+
+    ``resume_from`` is what :func:`resume_point` found, when the caller already looked.
+    """
     from xdrl.builder.experiment import build, restore
 
+    found = (resume_from or resume_point(output_dir)) if resume else None
     experiment = build(validated, output_dir=output_dir, progress_bar=progress_bar)
     resumed_from = None
     if resume:
-        found = load_latest(output_dir / "checkpoints")
         payload = None
         if found is None:
-            _log.warning("no usable checkpoint in %s: starting from the beginning", output_dir / "checkpoints")
+            _log.warning("no checkpoint in %s yet: starting from the beginning", output_dir / "checkpoints")
         else:
             payload, resumed_from = found
         restore(experiment, payload)

@@ -69,7 +69,9 @@ def test_restore_brings_back_models_buffer_counters_and_rng(tmp_path):
     assert second.trainer.collected_frames == 768
     assert second.hooks.counters_hook.state_dict() == first.hooks.counters_hook.state_dict()
     assert len(second.trainer.replay_buffer) == len(first.trainer.replay_buffer)
-    assert second.trainer._greedy_last_frames == first.trainer._greedy_last_frames
+    annealing = second.trainer.state_dict()["epsilon_annealing"]  # epsilon, and the frames it was annealed to
+    assert annealing["last_frames"] == 768
+    torch.testing.assert_close(annealing["epsilon"]["eps"], first.parts.policy[1].eps)
     assert second.router.iteration == 3
     torch.testing.assert_close(torch.get_rng_state(), payload["rng"]["torch_cpu"])
 

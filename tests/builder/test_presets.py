@@ -1,4 +1,6 @@
-"""Every preset builds and trains a few iterations with the full hook set (seconds each)."""
+"""Every preset builds, with nothing TorchRL deprecates, and trains a few iterations with the full hook set (seconds each)."""
+
+import warnings
 
 import pytest
 
@@ -30,3 +32,26 @@ def test_preset_trains_with_the_full_hook_set(preset, tmp_path):
         assert row["collection/reward/episode_reward_mean"] == pytest.approx(
             sum(w * o for w, o in zip(weights, objectives, strict=True)), rel=1e-5
         )
+
+
+#: What TorchRL 0.14.1 says of a hook stage or class it will replace, and of its prototype algorithm trainers.
+TORCHRL_RETIRING = (
+    "hook stage will be replaced by OptimizationStepper",
+    "will be replaced by DefaultOptimizationStepper",
+    "experimental/prototype",
+)
+
+
+@pytest.mark.parametrize("preset", sorted(TINY))
+def test_building_a_preset_uses_nothing_torchrl_deprecates(preset, tmp_path):
+    validated = validate(compose_config(tiny(preset, "logger=none")))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # over pytest's filters, which ignore FutureWarning
+        experiment = build(validated, "cpu", output_dir=tmp_path)
+    experiment.trainer.collector.shutdown()
+    flagged = [
+        f"{w.category.__name__}: {w.message} ({w.filename}:{w.lineno})"
+        for w in caught
+        if issubclass(w.category, FutureWarning) or any(text in str(w.message) for text in TORCHRL_RETIRING)
+    ]
+    assert flagged == []

@@ -4,11 +4,14 @@ import re
 import subprocess
 
 import optuna
+import pytest
 
 from tests.deploy.ray_head import processes_using, ray_head
 from tests.distributed.helpers import experiment, results, trial_dirs
 from tests.helpers import REPO
-from xdrl.wandb_records import find_run_files, read_run
+from xdrl.records.wandb_files import find_run_files, read_run
+
+pytestmark = pytest.mark.slow
 
 
 def test_submitted_sweep_succeeds_with_study_and_wandb_runs(tmp_path):

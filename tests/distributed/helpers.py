@@ -53,7 +53,7 @@ def progress(trial_dir: pathlib.Path) -> list[dict]:
 
 def wandb_runs(trial_dir: pathlib.Path) -> list:
     """The W&B runs of a trial (every attempt's run directory), read back from their run files."""
-    from xdrl.wandb_records import find_run_files, read_run
+    from xdrl.records.wandb_files import find_run_files, read_run
 
     runs = [read_run(p) for p in find_run_files(trial_dir / "wandb")]
     # A SIGKILL can leave a run file that W&B never got to write (header only): nothing to sync there.

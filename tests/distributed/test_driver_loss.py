@@ -6,11 +6,14 @@ import subprocess
 import time
 
 import optuna
+import pytest
 
 from tests.deploy.ray_head import ray_head
 from tests.distributed.helpers import assert_one_history, experiment, trial_dirs, trial_info
 from tests.helpers import REPO, run_xdrl, xdrl_command
 from xdrl.builder.metrics import read_metrics_file
+
+pytestmark = pytest.mark.slow
 
 
 def _pid_alive(pid: int) -> bool:

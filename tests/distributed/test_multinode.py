@@ -17,6 +17,8 @@ from tests.distributed.helpers import (
 from xdrl.builder.metrics import read_metrics_file
 from xdrl.distributed import tuner
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def cluster():

@@ -7,7 +7,9 @@ from tests.distributed.helpers import assert_one_history, experiment, results, t
 from tests.helpers import REPO
 from xdrl.builder.metrics import read_metrics_file
 from xdrl.distributed import tuner
-from xdrl.wandb_records import find_run_files, read_run
+from xdrl.records.wandb_files import find_run_files, read_run
+
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture

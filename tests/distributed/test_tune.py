@@ -25,7 +25,8 @@ from xdrl.records import experiment as experiment_files
 METRIC = "eval/deterministic/reward/episode_reward_mean"
 
 
-def test_two_trial_sweep_reports_study_andwandb_runs(local_ray, tmp_path):
+@pytest.mark.slow
+def test_two_trial_sweep_reports_study_and_wandb_runs(local_ray, tmp_path):
     plan = tuner.plan(experiment(tmp_path, "sweep", "search.num_samples=2", "search.scheduler=none"))
     grid = tuner.run(plan)
     assert len(grid) == 2 and not grid.errors
@@ -55,6 +56,7 @@ def test_two_trial_sweep_reports_study_andwandb_runs(local_ray, tmp_path):
     assert sorted(t.value for t in study.trials) == sorted(finals.values())
 
 
+@pytest.mark.slow
 def test_one_gpu_per_trial_never_more_trials_than_gpus(local_ray, tmp_path):
     plan = tuner.plan(
         experiment(
@@ -80,6 +82,7 @@ def test_one_gpu_per_trial_never_more_trials_than_gpus(local_ray, tmp_path):
         assert len({o[2] for o in overlapping}) == len(overlapping)  # concurrent trials, different GPUs
 
 
+@pytest.mark.slow
 def test_killed_trial_worker_resumes_from_its_checkpoint_with_one_history(local_ray, tmp_path):
     plan = tuner.plan(
         experiment(
@@ -121,6 +124,7 @@ def test_killed_trial_worker_resumes_from_its_checkpoint_with_one_history(local_
     assert wandb_runs(trial_dir)[-1].exit_code == 0
 
 
+@pytest.mark.slow
 def test_asha_stops_the_weaker_trial_and_its_wandb_run_is_finished(local_ray, tmp_path):
     # Episodes capped at 10 steps cannot return more than 10: that trial is the weaker one at every rung.
     plan = tuner.plan(
@@ -165,6 +169,7 @@ def test_preflight_errors_name_what_exists(tmp_path):
         tuner.plan(["experiment=cartpole_ppo"])
 
 
+@pytest.mark.slow
 def test_multi_objective_study_holds_the_pareto_front(local_ray, tmp_path):
     plan = tuner.plan(
         [
@@ -202,6 +207,7 @@ def test_multi_objective_study_holds_the_pareto_front(local_ray, tmp_path):
     assert "Hypervolume against the reference point [0.0, -25.0]" in report.markdown.read_text()
 
 
+@pytest.mark.slow
 def test_sigterm_checkpoints_marks_wandb_preempting_and_tune_restores(local_ray, tmp_path):
     plan = tuner.plan(
         experiment(

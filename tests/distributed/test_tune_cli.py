@@ -6,12 +6,15 @@ import subprocess
 import time
 
 import optuna
+import pytest
 
 from tests.distributed.helpers import assert_one_history, experiment, persisted_statuses, results, trial_dirs
 from tests.helpers import REPO, run_xdrl, xdrl_command
 from tests.report.test_report import snapshot
+from xdrl.records.wandb_files import find_run_files
 from xdrl.report.build import build_report
-from xdrl.wandb_records import find_run_files
+
+pytestmark = pytest.mark.slow
 
 
 def test_preflight_error_exits_2_before_ray_starts(tmp_path):

@@ -8,6 +8,8 @@ from xdrl.records.experiment import read_confirmation, write_confirmation
 from xdrl.report.build import build_report
 from xdrl.report.confirmation import render, summarize
 
+pytestmark = pytest.mark.slow
+
 
 def test_summary_of_two_candidates():
     scores = {0: [10.0, 30.0, 20.0, 40.0], 1: [5.0, 15.0, 25.0, 35.0]}

@@ -5,7 +5,7 @@ import pytest
 
 from xdrl.report.pareto import hypervolume, pareto_mask
 
-# deep-sea-treasure-v0's true Pareto front (treasure, -time), ../shared/REFERENCES.md.
+# deep-sea-treasure-v0's true Pareto front (treasure, -time), as MO-Gymnasium defines the convex map.
 DST_FRONT = np.array(
     [
         [0.7, -1],

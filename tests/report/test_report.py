@@ -12,6 +12,8 @@ from xdrl.builder.metrics import read_metrics_file
 from xdrl.distributed import confirm, tuner
 from xdrl.report.build import build_report, terminal_summary
 
+pytestmark = pytest.mark.slow
+
 METRIC = "eval/deterministic/reward/episode_reward_mean"
 
 

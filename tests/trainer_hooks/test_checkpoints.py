@@ -8,8 +8,8 @@ from tests.helpers import TINY
 from tests.trainer_hooks.helpers import algorithm, cartpole_ppo
 from xdrl.builder.experiment import build
 from xdrl.config import compose_config, validate
+from xdrl.records.atomic import atomic_torch_save
 from xdrl.trainer_hooks import PolicyCheckpointHook
-from xdrl.trainer_hooks.checkpoints import atomic_torch_save
 
 
 def test_writes_every_interval_with_payload(tmp_path):

@@ -12,8 +12,8 @@ from torchrl.record.loggers.wandb import WandbLogger
 
 from tests.trainer_hooks.helpers import algorithm, cartpole_ppo, validated
 from xdrl.builder.experiment import build
+from xdrl.records.wandb_files import find_run_files, read_run
 from xdrl.trainer_hooks import LoggingHookSet, PolicyCheckpointHook, WandbFinishHook, WandbFlushHook
-from xdrl.wandb_records import find_run_files, read_run
 
 FRAMES_PER_BATCH = 128
 

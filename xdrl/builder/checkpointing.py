@@ -46,7 +46,8 @@ from xdrl.trainer_hooks.shutdown import train_error
 
 _log = logging.getLogger(__name__)
 #: 1: a ``torch.save`` payload (xdrl before the TorchRL checkpoint library); 2: a TorchRL checkpoint archive.
-FORMAT_VERSION = 2
+#: 3: the trainer state holds TorchRL's optimization stepper and xdrl's epsilon annealing.
+FORMAT_VERSION = 3
 #: Stop reason of a SIGTERM: what clouds and Kubernetes send before taking a node away.
 PREEMPTED = "preempted"
 #: The components of a trainer checkpoint.

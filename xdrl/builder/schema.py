@@ -10,7 +10,6 @@ from typing import Any
 
 import torch
 
-from xdrl._compat import stage_ops
 from xdrl.builder.experiment import build_algorithm, logging_hook_set
 from xdrl.config.validation import ValidatedExperiment
 
@@ -18,22 +17,22 @@ from xdrl.config.validation import ValidatedExperiment
 def loss_keys(trainer: Any) -> list[str]:
     """Keys of the averaged losses the trainer will pass to the training metrics hook.
 
-    One batch is collected and the loss evaluated on it (no optimiser step);
-    TorchRL's optimizer hook adds one ``grad_norm_<i>`` per optimizer op.
+    One batch is collected and the trainer's optimisation stepper takes one step on
+    it, so ``trainer`` must be a throw-away one. The keys are what training produces:
+    the loss entries and what the stepper adds to them (TorchRL's
+    ``DefaultOptimizationStepper``: ``grad_norm``).
     """
     collector = trainer.collector
     try:
         batch = next(iter(collector))
     finally:
         collector.shutdown()
-    with torch.no_grad():
-        losses = trainer.loss_module(batch.reshape(-1))
-    keys = sorted(
+    losses = trainer.optimization_stepper.step(trainer, batch.reshape(-1))
+    return sorted(
         key if isinstance(key, str) else "/".join(key)
         for key, value in losses.items(True, True)
         if isinstance(value, torch.Tensor) and value.numel() == 1
     )
-    return keys + [f"grad_norm_{index}" for index in range(len(stage_ops(trainer, "optimizer")))]
 
 
 def metric_schema(validated: ValidatedExperiment) -> list[str]:

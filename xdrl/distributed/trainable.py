@@ -12,7 +12,6 @@ import pathlib
 import re
 import socket
 import time
-import warnings
 from typing import Any
 
 from xdrl.config.search import with_values
@@ -93,8 +92,6 @@ def run_trial(
     episodes on a fresh environment and one more report carries their mean
     return as ``final/episode_reward_mean``.
     """
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", message=".*experimental/prototype.*")
     from ray import tune
 
     from xdrl.builder.experiment import build, restore

@@ -133,7 +133,7 @@ def wait_for_wandb_runs(trial_dirs: list[pathlib.Path], timeout: float = 60.0) -
     """
     import time
 
-    from xdrl.wandb_records import find_run_files, read_run
+    from xdrl.records.wandb_files import find_run_files, read_run
 
     def unfinished() -> list[pathlib.Path]:
         pending = []

@@ -96,7 +96,7 @@ def wandb_held(output_dir: pathlib.Path, run_id: str, run: Any = None) -> int:
     Offline runs are read back from their run files (every attempt's run
     directory); an online run from the summary of the resumed ``run``.
     """
-    from xdrl.wandb_records import find_run_files, read_run
+    from xdrl.records.wandb_files import find_run_files, read_run
 
     highest = 0
     for path in find_run_files(output_dir / "wandb", run_id):

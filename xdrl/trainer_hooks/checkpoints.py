@@ -4,37 +4,14 @@ from __future__ import annotations
 
 import os
 import pathlib
-import tempfile
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, BinaryIO
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torchrl.trainers.trainers import Trainer, TrainerHookBase
 
-
-def atomic_write(path: pathlib.Path, write: Callable[[BinaryIO], None]) -> None:
-    """Let ``write`` fill a temporary file in the same directory, fsync it, then rename it to ``path``.
-
-    A crash at any point leaves either the previous file or the complete new one,
-    never a truncated file that a later load would trip over.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        pathlib.Path(tmp_name).unlink(missing_ok=True)
-        raise
-
-
-def atomic_torch_save(obj: Any, path: pathlib.Path) -> None:
-    """``torch.save`` through :func:`atomic_write`."""
-    atomic_write(path, lambda handle: torch.save(obj, handle))
+from xdrl.records.atomic import atomic_torch_save
 
 
 def resolve_attribute_path(root: Any, path: str, *, owner: str, key: str) -> Any:
@@ -217,20 +194,12 @@ class PolicyCheckpointHook(TrainerHookBase):
         self.last_checkpoint_path = None if last is None else pathlib.Path(last)
 
     def register(self, trainer: Trainer, name: str = "policy_checkpoint_hook") -> None:
-        """Registers the hook in the trainer at a default location.
+        """Register at this hook's stages (see the class docstring) as trainer module ``name``.
 
         Resolves ``policy_path`` on the trainer when no ``policy`` was given.
 
-        Args:
-            trainer (Trainer): the trainer where the hook must be registered.
-            name (str): the name of the hook.
-
         Raises:
             AttributeError: when ``policy_path`` does not resolve on the trainer.
-
-        Note:
-            To register the hook at another location than the default, use
-            ``register_op()``.
         """
         if self.policy is None:
             policy = resolve_attribute_path(trainer, self.policy_path, owner=type(self).__name__, key="policy_path")

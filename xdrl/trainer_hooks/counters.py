@@ -68,15 +68,6 @@ class LoggingCountersHook(TrainerHookBase):
         self.iteration = int(state_dict["iteration"])
 
     def register(self, trainer: Trainer, name: str = "logging_counters") -> None:
-        """Registers the hook in the trainer at a default location.
-
-        Args:
-            trainer (Trainer): the trainer where the hook must be registered.
-            name (str): the name of the hook.
-
-        Note:
-            To register the hook at another location than the default, use
-            ``register_op()``.
-        """
+        """Register at this hook's stages (see the class docstring) as trainer module ``name``."""
         trainer.register_module(name, self)
         trainer.register_op("pre_steps_log", self)

@@ -155,16 +155,7 @@ class LoggingHookSet(TrainerHookBase):
             self.eval_hook_set.load_state_dict(state_dict["evaluation"])
 
     def register(self, trainer: Trainer, name: str = "logging_hooks") -> None:
-        """Registers the hook in the trainer at a default location.
-
-        Args:
-            trainer (Trainer): the trainer where the hook must be registered.
-            name (str): the name of the hook.
-
-        Note:
-            To register the hook at another location than the default, use
-            ``register_op()``.
-        """
+        """Register at this hook's stages (see the class docstring) as trainer module ``name``."""
         trainer.register_module(name, self)
         self.progress_hook.trainer = trainer
         trainer.register_op("setup", self._timers_setup)

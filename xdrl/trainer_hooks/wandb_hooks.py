@@ -130,16 +130,7 @@ class WandbFlushHook(TrainerHookBase):
         self._last_flushed_steps = tuple((str(k), int(v)) for k, v in state_dict["last_flushed_steps"])
 
     def register(self, trainer: Trainer, name: str = "wandb_flush") -> None:
-        """Registers the hook in the trainer at a default location.
-
-        Args:
-            trainer (Trainer): the trainer where the hook must be registered.
-            name (str): the name of the hook.
-
-        Note:
-            To register the hook at another location than the default, use
-            ``register_op()``.
-        """
+        """Register at this hook's stages (see the class docstring) as trainer module ``name``."""
         self.trainer = trainer
         logger = self._logger()
         if logger is not None:
@@ -195,16 +186,7 @@ class WandbFinishHook(TrainerHookBase):
         del state_dict
 
     def register(self, trainer: Trainer, name: str = "wandb_finish") -> None:
-        """Registers the hook in the trainer at a default location.
-
-        Args:
-            trainer (Trainer): the trainer where the hook must be registered.
-            name (str): the name of the hook.
-
-        Note:
-            To register the hook at another location than the default, use
-            ``register_op()``.
-        """
+        """Register at this hook's stages (see the class docstring) as trainer module ``name``."""
         self.trainer = trainer
         ensure_shutdown_on_error(trainer)
         trainer.register_module(name, self)

@@ -1,19 +1,28 @@
-"""What every algorithm builder shares: the build context, its result, models, collector."""
+"""What every algorithm builder shares: the build context, its result, models, collector, trainer and hooks."""
 
 from __future__ import annotations
 
 import dataclasses
-import warnings
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+from tensordict import TensorDict
 from tensordict.nn import NormalParamExtractor, TensorDictModule
 from torch import nn
 from torchrl.collectors import Collector
+from torchrl.data import ReplayBuffer
 from torchrl.envs import EnvBase
 from torchrl.modules import MLP, OneHotCategorical, ProbabilisticActor, TanhNormal
-from torchrl.trainers import Trainer
+from torchrl.objectives import LossModule, TargetNetUpdater
+from torchrl.trainers import (
+    DefaultOptimizationStepper,
+    ReplayBufferTrainer,
+    TargetNetUpdaterHook,
+    Trainer,
+    UpdateWeights,
+)
 
 from xdrl._compat import set_scheduler_last_lr
 from xdrl.config.environments import EnvInfo
@@ -153,23 +162,71 @@ def make_collector(ctx: BuildContext, policy: nn.Module) -> Collector:
     )
 
 
-def make_trainer(trainer_cls: type[Trainer], ctx: BuildContext, **kwargs: Any) -> Trainer:
-    """A TorchRL algorithm trainer with xdrl's shared settings.
+def make_trainer(
+    ctx: BuildContext,
+    *,
+    collector: Collector,
+    loss_module: LossModule,
+    optimizer: torch.optim.Optimizer,
+    optim_steps_per_batch: int,
+    clip_norm: float,
+    num_epochs: int = 1,
+    replay_buffer: ReplayBuffer | None = None,
+    target_net_updater: TargetNetUpdater | None = None,
+) -> Trainer:
+    """TorchRL's base ``Trainer`` with xdrl's shared settings; each algorithm registers its own hooks on it.
 
-    TorchRL's own logging hooks are off (the xdrl hook set replaces them) and
-    every metric reaches the logger every iteration (``log_interval=0``).
+    Every optimisation step is TorchRL's ``DefaultOptimizationStepper``: the sum of the
+    ``loss*`` entries is back-propagated, the gradient norm clipped to ``clip_norm`` and
+    logged as ``grad_norm``, the optimizer stepped. TorchRL registers no logging hook on
+    the base trainer (the xdrl hook set does the logging), and every metric reaches the
+    logger every iteration (``log_interval=0``).
     """
-    with warnings.catch_warnings():
-        # TorchRL flags its algorithm trainers as prototypes on every construction.
-        warnings.filterwarnings("ignore", message=".*experimental/prototype.*")
-        return trainer_cls(
-            total_frames=ctx.total_frames,
-            frame_skip=1,
-            logger=ctx.logger,
-            log_interval=0,
-            progress_bar=ctx.progress_bar,
-            enable_logging=False,
-            auto_log_optim_steps=False,
-            seed=ctx.seed,
-            **kwargs,
-        )
+    return Trainer(
+        collector=collector,
+        total_frames=ctx.total_frames,
+        frame_skip=1,
+        optim_steps_per_batch=optim_steps_per_batch,
+        loss_module=loss_module,
+        optimizer=optimizer,
+        optimization_stepper=DefaultOptimizationStepper(),
+        replay_buffer=replay_buffer,
+        target_net_updater=target_net_updater,
+        logger=ctx.logger,
+        clip_norm=clip_norm,
+        progress_bar=ctx.progress_bar,
+        seed=ctx.seed,
+        log_interval=0,
+        num_epochs=num_epochs,
+        auto_log_optim_steps=False,
+    )
+
+
+def register_replay_buffer(trainer: Trainer, buffer: ReplayBuffer) -> None:
+    """Batches go into ``buffer`` (``pre_epoch``); every optimisation step samples it (``process_optim_batch``).
+
+    TorchRL's algorithm trainers also register ``update_priority`` at ``post_loss``, a
+    stage TorchRL 0.14.1 deprecates. xdrl's buffers are plain ``ReplayBuffer``s with
+    non-prioritized samplers, for which it does nothing, so it is left out.
+    """
+    sampling = ReplayBufferTrainer(
+        buffer,
+        batch_size=None,
+        flatten_tensordicts=True,
+        memmap=False,
+        device=buffer.storage.device,
+        iterate=True,
+    )
+    trainer.register_op("pre_epoch", sampling.extend)
+    trainer.register_op("process_optim_batch", sampling.sample)
+
+
+def register_target_updates(trainer: Trainer, updater: TargetNetUpdater) -> None:
+    """Step the target networks after every optimisation step (``post_optim``)."""
+    trainer.register_op("post_optim", TargetNetUpdaterHook(updater))
+
+
+def register_weight_updates(trainer: Trainer, trained: nn.Module) -> None:
+    """Give the collector's policy the weights of ``trained`` after each iteration (``post_steps``)."""
+    weights = functools.partial(TensorDict.from_module, trained)
+    trainer.register_op("post_steps", UpdateWeights(trainer.collector, 1, policy_weights_getter=weights))

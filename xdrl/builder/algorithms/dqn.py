@@ -9,10 +9,8 @@ from tensordict.nn import TensorDictSequential
 from torchrl.data import LazyTensorStorage, ReplayBuffer
 from torchrl.modules import EGreedyModule, QValueActor
 from torchrl.objectives import DQNLoss, HardUpdate
-from torchrl.trainers import LRSchedulerHook
-from torchrl.trainers.algorithms import DQNTrainer
+from torchrl.trainers import LRSchedulerHook, Trainer, TrainerHookBase
 
-from xdrl._compat import greedy_last_frames, set_greedy_last_frames
 from xdrl.builder.algorithms.common import (
     AlgorithmParts,
     BuildContext,
@@ -20,12 +18,69 @@ from xdrl.builder.algorithms.common import (
     make_collector,
     make_trainer,
     mlp,
+    register_replay_buffer,
+    register_target_updates,
+    register_weight_updates,
 )
 from xdrl.config.algorithms import DQNConfig
 
 
+class EpsilonAnnealingHook(TrainerHookBase):
+    """Anneal an ``EGreedyModule``'s epsilon by the frames collected since the last call.
+
+    Stage: ``post_steps``, before the weights go to the collector, so the next batch
+    is collected with the new epsilon. Registered as the trainer module
+    ``epsilon_annealing``: a trainer checkpoint holds epsilon and the frame count it
+    was annealed to, and a restored run anneals on from there (not again by the frames
+    collected before the restore). The schedule is TorchRL's ``DQNTrainer``'s.
+
+    Args:
+        greedy: the exploration module whose ``step(frames)`` anneals epsilon.
+
+    Examples:
+        >>> from torchrl.data import OneHot
+        >>> greedy = EGreedyModule(OneHot(2), eps_init=1.0, eps_end=0.1, annealing_num_steps=100)
+        >>> annealing = EpsilonAnnealingHook(greedy)
+        >>> annealing.advance_to(50)  # 50 frames collected so far
+        >>> round(float(greedy.eps), 3), annealing.state_dict()["last_frames"]
+        (0.55, 50)
+    """
+
+    def __init__(self, greedy: EGreedyModule) -> None:
+        self.greedy = greedy
+        self.last_frames = 0
+        self.trainer: Trainer | None = None
+
+    def advance_to(self, frames: int) -> None:
+        """Anneal by the frames collected between the last call and ``frames``."""
+        if frames > self.last_frames:
+            self.greedy.step(frames - self.last_frames)
+            self.last_frames = frames
+
+    def __call__(self) -> None:
+        self.advance_to(self.trainer.collected_frames)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epsilon": self.greedy.state_dict(), "last_frames": self.last_frames}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.greedy.load_state_dict(state_dict["epsilon"])
+        self.last_frames = int(state_dict["last_frames"])
+
+    def register(self, trainer: Trainer, name: str = "epsilon_annealing") -> None:
+        self.trainer = trainer
+        trainer.register_module(name, self)
+        trainer.register_op("post_steps", self)
+
+
 def build(config: DQNConfig, ctx: BuildContext) -> AlgorithmParts:
-    """Q-network, epsilon-greedy policy, DQN loss, replay buffer and TorchRL's ``DQNTrainer``."""
+    """Q-network, epsilon-greedy policy, DQN loss, replay buffer, and a TorchRL trainer wired as TorchRL's ``DQNTrainer`` is.
+
+    Each iteration: the batch into the replay buffer, ``optim_steps_per_batch``
+    sampled updates (the target network copied every ``target_update_interval``),
+    then epsilon annealed, the new weights to the collector and the learning-rate
+    step (``anneal_lr``).
+    """
     action_spec = ctx.action_spec()
     info = ctx.env_info
     q_net = mlp(info.observation_dim, info.num_actions, config.hidden_sizes, config.activation, ctx.device)
@@ -45,32 +100,29 @@ def build(config: DQNConfig, ctx: BuildContext) -> AlgorithmParts:
         storage=LazyTensorStorage(config.buffer_size, device=ctx.device), batch_size=config.batch_size
     )
     optimizer = torch.optim.Adam(loss.parameters(), lr=config.lr)
+    target_updater = HardUpdate(loss, value_network_update_interval=config.target_update_interval)
     trainer = make_trainer(
-        DQNTrainer,
         ctx,
         collector=make_collector(ctx, policy),
-        optim_steps_per_batch=config.optim_steps_per_batch,
         loss_module=loss,
         optimizer=optimizer,
-        replay_buffer=buffer,
-        target_net_updater=HardUpdate(loss, value_network_update_interval=config.target_update_interval),
-        greedy_module=greedy,
+        optim_steps_per_batch=config.optim_steps_per_batch,
         clip_norm=config.max_grad_norm,
+        replay_buffer=buffer,
+        target_net_updater=target_updater,
     )
+    register_replay_buffer(trainer, buffer)
+    register_target_updates(trainer, target_updater)
+    EpsilonAnnealingHook(greedy).register(trainer)
+    register_weight_updates(trainer, TensorDictSequential(loss.value_network, greedy))
     schedule = annealed_lr(optimizer, ctx.iterations) if config.anneal_lr else None
     if schedule is not None:
         LRSchedulerHook(schedule).register(trainer)  # stepped once per collected batch, part of the trainer state
 
     def extra_state() -> dict[str, Any]:
-        return {
-            "replay_buffer": buffer.state_dict(),
-            "greedy": greedy.state_dict(),
-            "greedy_last_frames": greedy_last_frames(trainer),
-        }
+        return {"replay_buffer": buffer.state_dict()}
 
     def load_extra_state(state: dict[str, Any]) -> None:
         buffer.load_state_dict(state["replay_buffer"])
-        greedy.load_state_dict(state["greedy"])
-        set_greedy_last_frames(trainer, state["greedy_last_frames"])
 
     return AlgorithmParts(trainer, policy, "loss_module.value_network", extra_state, load_extra_state, schedule)

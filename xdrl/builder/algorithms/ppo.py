@@ -7,7 +7,8 @@ from torchrl.data import LazyTensorStorage, ReplayBuffer
 from torchrl.data.replay_buffers.samplers import SamplerWithoutReplacement
 from torchrl.modules import ValueOperator
 from torchrl.objectives import ClipPPOLoss
-from torchrl.trainers.algorithms import PPOTrainer
+from torchrl.objectives.value import GAE
+from torchrl.trainers import LRSchedulerHook, ValueEstimatorHook
 
 from xdrl.builder.algorithms.common import (
     AlgorithmParts,
@@ -16,13 +17,20 @@ from xdrl.builder.algorithms.common import (
     make_collector,
     make_trainer,
     mlp,
+    register_replay_buffer,
+    register_weight_updates,
     stochastic_actor,
 )
 from xdrl.config.algorithms import PPOConfig
 
 
 def build(config: PPOConfig, ctx: BuildContext) -> AlgorithmParts:
-    """Actor, critic, clipped PPO loss, collector and TorchRL's ``PPOTrainer``."""
+    """Actor, critic, clipped PPO loss, collector, and a TorchRL trainer wired as TorchRL's ``PPOTrainer`` is.
+
+    Each iteration: GAE over the collected batch, then ``epochs`` passes over it in
+    minibatches without replacement, then the learning-rate step (``anneal_lr``) and
+    the new weights to the collector.
+    """
     action_spec = ctx.action_spec()
     info = ctx.env_info
     actor = stochastic_actor(info, action_spec, config.hidden_sizes, config.activation, ctx.device)
@@ -45,17 +53,21 @@ def build(config: PPOConfig, ctx: BuildContext) -> AlgorithmParts:
         batch_size=config.minibatch_size,
     )
     trainer = make_trainer(
-        PPOTrainer,
         ctx,
         collector=make_collector(ctx, actor),
-        optim_steps_per_batch=max(ctx.frames_per_batch // config.minibatch_size, 1),
-        num_epochs=config.epochs,
         loss_module=loss,
         optimizer=optimizer,
-        lr_scheduler=scheduler,
-        replay_buffer=buffer,
+        optim_steps_per_batch=max(ctx.frames_per_batch // config.minibatch_size, 1),
+        num_epochs=config.epochs,
         clip_norm=config.max_grad_norm,
-        gamma=config.gamma,
-        lmbda=config.gae_lambda,
+        replay_buffer=buffer,
     )
+    # Advantages and value targets of the whole batch, before the first epoch (pre_epoch).
+    gae = GAE(gamma=config.gamma, lmbda=config.gae_lambda, value_network=loss.critic_network, average_gae=True)
+    gae.set_keys(reward="reward", done="done", terminated="terminated")  # as PPOTrainer sets them
+    ValueEstimatorHook(gae).register(trainer)
+    if scheduler is not None:
+        LRSchedulerHook(scheduler).register(trainer)  # stepped once per collected batch, part of the trainer state
+    register_replay_buffer(trainer, buffer)  # after GAE: the buffer holds the batch with its advantages
+    register_weight_updates(trainer, loss.actor_network)
     return AlgorithmParts(trainer, actor, "loss_module.actor_network", lr_schedule=scheduler)

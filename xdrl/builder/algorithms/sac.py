@@ -8,7 +8,6 @@ import torch
 from torchrl.data import LazyTensorStorage, ReplayBuffer
 from torchrl.modules import ValueOperator
 from torchrl.objectives import SACLoss, SoftUpdate
-from torchrl.trainers.algorithms import SACTrainer
 
 from xdrl.builder.algorithms.common import (
     AlgorithmParts,
@@ -16,13 +15,21 @@ from xdrl.builder.algorithms.common import (
     make_collector,
     make_trainer,
     mlp,
+    register_replay_buffer,
+    register_target_updates,
+    register_weight_updates,
     stochastic_actor,
 )
 from xdrl.config.algorithms import SACConfig
 
 
 def build(config: SACConfig, ctx: BuildContext) -> AlgorithmParts:
-    """Tanh-normal actor, twin Q-networks, SAC loss, replay buffer and TorchRL's ``SACTrainer``."""
+    """Tanh-normal actor, twin Q-networks, SAC loss, replay buffer, and a TorchRL trainer wired as TorchRL's ``SACTrainer`` is.
+
+    Each iteration: the batch into the replay buffer, ``optim_steps_per_batch``
+    sampled updates (each followed by a soft update of the target Q-networks), then
+    the new weights to the collector.
+    """
     action_spec = ctx.action_spec()
     info = ctx.env_info
     actor = stochastic_actor(info, action_spec, config.hidden_sizes, config.activation, ctx.device)
@@ -43,17 +50,20 @@ def build(config: SACConfig, ctx: BuildContext) -> AlgorithmParts:
     buffer = ReplayBuffer(
         storage=LazyTensorStorage(config.buffer_size, device=ctx.device), batch_size=config.batch_size
     )
+    target_updater = SoftUpdate(loss, tau=config.tau)
     trainer = make_trainer(
-        SACTrainer,
         ctx,
         collector=make_collector(ctx, actor),
-        optim_steps_per_batch=config.optim_steps_per_batch,
         loss_module=loss,
         optimizer=torch.optim.Adam(loss.parameters(), lr=config.lr),
-        replay_buffer=buffer,
-        target_net_updater=SoftUpdate(loss, tau=config.tau),
+        optim_steps_per_batch=config.optim_steps_per_batch,
         clip_norm=config.max_grad_norm,
+        replay_buffer=buffer,
+        target_net_updater=target_updater,
     )
+    register_replay_buffer(trainer, buffer)
+    register_target_updates(trainer, target_updater)
+    register_weight_updates(trainer, loss.actor_network)
 
     def extra_state() -> dict[str, Any]:
         return {"replay_buffer": buffer.state_dict()}

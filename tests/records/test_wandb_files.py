@@ -3,7 +3,8 @@
 import pytest
 import wandb
 
-from xdrl.wandb_records import find_run_files, iter_record_payloads, read_run
+from tests.helpers import wait_until_finished
+from xdrl.records.wandb_files import find_run_files, iter_record_payloads, read_run
 
 
 @pytest.fixture
@@ -16,7 +17,9 @@ def run_file(tmp_path):
     run.finish(exit_code=3)
     files = find_run_files(tmp_path, "rec0001")
     assert len(files) == 1
-    return files[0]
+    # wandb-core may still be writing the file when finish() returns (seen with wandb 0.31 after
+    # other work in the process).
+    return wait_until_finished(files[0])
 
 
 def test_reads_identity_history_and_exit(run_file):
