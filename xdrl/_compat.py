@@ -139,6 +139,24 @@ def saved_trial_statuses(state_file: pathlib.Path) -> dict[str, str]:
     return statuses
 
 
+def request_node_drain(address: str | None, *, deadline_seconds: int, message: str) -> bool:
+    """Ask Ray's GCS to drain the local node for preemption (``ray drain-node``; ray 2.60.0).
+
+    The command is developer-facing (hidden from ``ray --help``, outside Ray's API stability
+    guarantees); it is the call Ray's autoscaler makes before a preemption. A drained node gets
+    no new tasks or actors, so a trial retried now goes elsewhere. Returns whether Ray accepted.
+    """
+    import subprocess
+    import sys
+
+    argv = [sys.executable, "-m", "ray.scripts.scripts", "drain-node", "--reason", "DRAIN_NODE_REASON_PREEMPTION"]
+    argv += ["--reason-message", message, "--deadline-remaining-seconds", str(deadline_seconds)]
+    if address:
+        argv += ["--address", address]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    return done.returncode == 0
+
+
 # W&B 0.31 offline run files -------------------------------------------------------------
 #: An offline run's ``run-<id>.wandb`` (wandb 0.31.0): a LevelDB-style log. A 7-byte header
 #: (``:W&B``, magic ``0xBEE1``, version 0), then 32 KiB blocks of chunks, each with a CRC-32,

@@ -7,6 +7,7 @@
     xdrl report runs/tune/cartpole_ppo-20261125-1010        what the search found: report/report.md
     xdrl confirm runs/tune/cartpole_ppo-20261125-1010 --top 3 --seeds 5   the best ones again, over seeds
     xdrl demo --frames 20480                                PPO on CartPole (cartpole_ppo), full hook set, W&B
+    xdrl drain --timeout 100                                on a node about to be preempted: trials checkpoint, hand over
 
 Bad configuration prints one line naming the key, the value and what is accepted,
 and exits with status 2 before anything is built.
@@ -58,6 +59,9 @@ def _tune(args: argparse.Namespace) -> int:
     else:
         plan = tuner.plan(args.overrides)
     print(f"experiment directory: {plan.experiment_dir}", flush=True)
+    study = tuner.study_line(plan)  # the URL with its password as ***; a missing password stops here
+    if study is not None:
+        print(study, flush=True)
     results = tuner.run(plan, resume=bool(args.resume))
     print(tuner.best_summary(results, plan))
     return 0
@@ -126,6 +130,14 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _drain(args: argparse.Namespace) -> int:
+    from xdrl.distributed import drain
+
+    result = drain.drain(timeout=args.timeout, address=args.address)
+    print(drain.summary(result))
+    return 0 if not result.still_running else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="xdrl", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -164,6 +176,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--frames", type=int, default=20_480, help="frames to collect (default: %(default)s)")
     demo.add_argument("--out", metavar="DIR", help="a new run directory (default: runs/demo/<date>-<time>)")
     demo.set_defaults(func=_demo)
+    drain_parser = commands.add_parser(
+        "drain", help="on a node about to go away: no new trials here, running ones checkpoint and hand over"
+    )
+    drain_parser.add_argument(
+        "--timeout", type=float, default=120.0, help="seconds to wait for the trials (default: %(default)s)"
+    )
+    drain_parser.add_argument("--address", default=None, help="the cluster's GCS address (default: this node's)")
+    drain_parser.set_defaults(func=_drain)
     return parser
 
 

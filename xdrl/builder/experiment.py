@@ -59,6 +59,12 @@ class Experiment:
     def config(self) -> Any:
         return self.validated.config
 
+    def announce_preemption(self) -> None:
+        """Tell the W&B run (if any) that its machine is going away and the run will be resumed."""
+        wandb_logger = self.router.named_loggers.get("wandb")
+        if wandb_logger is not None:
+            mark_wandb_preempting(wandb_logger, PREEMPTED)
+
 
 def resolve_device(name: str) -> torch.device:
     """``auto``: the first visible CUDA device (Ray restricts visibility to the trial's GPU), else CPU."""

@@ -118,7 +118,8 @@ def run_trial(
         _log.info("trial %s continues after iteration %d", context.get_trial_id(), iteration)
     _write_trial_info(output_dir, experiment.device, started, resumed_after=iteration)
     trainer = experiment.trainer
-    with running_trial(experiment.checkpoints):  # SIGTERM now stops this trial after its iteration
+    # SIGTERM now stops this trial after its iteration, and marks its W&B run preempting at once.
+    with running_trial(experiment.checkpoints, experiment.announce_preemption):
         try:
             if trainer.collected_frames < trainer.total_frames:
                 trainer.train()

@@ -13,7 +13,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import pathlib
 import signal
+import tempfile
 import threading
 from typing import Any
 
@@ -60,6 +62,12 @@ def install_preemption_handler() -> None:
             if not _RUNNING.get("preempting") and checkpoints is not None and not TRIAL_SHUT_DOWN.is_set():
                 _RUNNING["preempting"] = True
                 checkpoints.request_stop(PREEMPTED)
+                announce = _RUNNING.get("announce_preemption")
+                if announce is not None:
+                    # At once, not at the iteration's end: if the node goes down before that, the
+                    # run is already known as preempted (resumable) rather than crashed.
+                    with contextlib.suppress(Exception):
+                        announce()
             return bool(_RUNNING.get("preempting"))
 
     def watch() -> None:
@@ -82,21 +90,47 @@ def install_preemption_handler() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-def running_trial(checkpoints: Any) -> Any:
-    """Context for the trial function: SIGTERM reaches ``checkpoints`` while the trial trains here."""
-    return _RunningTrial(checkpoints)
+def running_trial(checkpoints: Any, announce_preemption: Any = None) -> Any:
+    """Context for the trial function while it trains in this process.
+
+    SIGTERM reaches ``checkpoints`` (stop after this iteration, checkpoint) and calls
+    ``announce_preemption`` at once (W&B marks the run preempting); ``xdrl drain`` finds
+    the trial through :func:`running_trials` of this node.
+    """
+    return _RunningTrial(checkpoints, announce_preemption)
+
+
+def trial_registry() -> pathlib.Path:
+    """This node's directory of running trials: one file per trial process, named by its pid.
+
+    Node-local (the node's temp dir): ``xdrl drain`` on the node reads it.
+    """
+    return pathlib.Path(tempfile.gettempdir()) / "xdrl-trials"
+
+
+def running_trials() -> list[int]:
+    """Pids of the xdrl trials training on this node."""
+    directory = trial_registry()
+    return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit()) if directory.is_dir() else []
 
 
 class _RunningTrial:
-    def __init__(self, checkpoints: Any) -> None:
+    def __init__(self, checkpoints: Any, announce_preemption: Any) -> None:
         self.checkpoints = checkpoints
+        self.announce_preemption = announce_preemption
+        self.entry = trial_registry() / str(os.getpid())
 
     def __enter__(self) -> None:
         TRIAL_SHUT_DOWN.clear()
         _RUNNING["checkpoints"] = self.checkpoints
+        _RUNNING["announce_preemption"] = self.announce_preemption
+        self.entry.parent.mkdir(parents=True, exist_ok=True)
+        self.entry.touch()
 
     def __exit__(self, *_exc: Any) -> None:
+        self.entry.unlink(missing_ok=True)
         _RUNNING.pop("checkpoints", None)
+        _RUNNING.pop("announce_preemption", None)
         TRIAL_SHUT_DOWN.set()
 
 
