@@ -65,3 +65,34 @@ def wait_until_finished(run_file: pathlib.Path, timeout: float = 30.0) -> pathli
     while not read_run(run_file).finished and time.monotonic() < deadline:
         time.sleep(0.1)
     return run_file
+
+
+def files_containing(needle: str, *roots: str | os.PathLike) -> list[pathlib.Path]:
+    """Every file under ``roots`` whose bytes contain ``needle`` (a planted canary secret), as UTF-8.
+
+    Walks each root without following links (a link's target is searched where it lives, if under a
+    root), reads every regular file in full, in chunks, binary files too (pickles, W&B run files,
+    Ray's uncompressed working-directory zips); a file that vanishes or cannot be read is skipped.
+    Compressed or encoded copies (gzip, base64) are not decoded: plant canaries where they would show.
+    Returns the paths, sorted: ``[]`` means no file holds the canary.
+    """
+    pattern = needle.encode()
+    overlap = len(pattern) - 1
+    found = []
+    for root in roots:
+        for directory, _, names in os.walk(root):
+            for name in names:
+                path = pathlib.Path(directory, name)
+                try:
+                    if path.is_symlink() or not path.is_file():
+                        continue
+                    with path.open("rb") as handle:
+                        tail = b""
+                        while chunk := handle.read(1 << 20):
+                            if pattern in tail + chunk:
+                                found.append(path)
+                                break
+                            tail = chunk[-overlap:] if overlap else b""
+                except OSError:
+                    continue
+    return sorted(found)

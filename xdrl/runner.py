@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from xdrl.config import ConfigError, ValidatedExperiment, compose_config, validate
+from xdrl.config.loading import with_new_defaults
 from xdrl.config.schema import to_dict
 from xdrl.config.validation import check_device_here, check_output_dir
 from xdrl.records.atomic import atomic_write_text
@@ -52,7 +53,8 @@ def load_run_config(directory: pathlib.Path, overrides: Sequence[str] = ()) -> V
     if not path.is_file():
         raise ConfigError("--resume", str(directory), f"a run directory of xdrl train (with {CONFIG_FILE})")
     stored = path.read_text()
-    validated = validate(apply_resume_overrides(yaml.safe_load(stored), overrides))
+    # A run stored by an earlier xdrl lacks the keys added since: at their defaults.
+    validated = validate(apply_resume_overrides(with_new_defaults(yaml.safe_load(stored)), overrides))
     check_device_here(validated.config.resources.device)
     text = yaml.safe_dump(to_dict(validated.config), sort_keys=False)
     if overrides and text != stored:

@@ -43,6 +43,8 @@ DASHBOARD_PORT = 8265
 NODE_TMP = "/tmp"
 NODE_HOME = "/tmp/home"
 NODE_RAY_TEMP = "/tmp/ray"
+#: Where a launcher (or a Kubernetes secret volume) puts the W&B key on every node, read by xdrl's trials.
+NODE_WANDB_KEY_FILE = "/tmp/home/.config/xdrl/wandb-api-key"
 
 
 def namespaces_available() -> str | None:
@@ -98,6 +100,8 @@ class NamespaceCluster:
     shared_dir: pathlib.Path
     shared_path: str
     token: str = dataclasses.field(repr=False)
+    #: The W&B API key every node holds in :data:`NODE_WANDB_KEY_FILE` (a canary in tests).
+    wandb_key: str = dataclasses.field(repr=False, default="")
     node_env: dict[str, str] = dataclasses.field(default_factory=dict, repr=False)
 
     @property
@@ -121,6 +125,7 @@ class NamespaceCluster:
             "LANG": "C.UTF-8",
             "RAY_AUTH_MODE": "token",  # the token itself is the file in the node's home
             "RAY_USAGE_STATS_ENABLED": "0",
+            "XDRL_WANDB_API_KEY_FILE": NODE_WANDB_KEY_FILE,  # what a launcher sets on every node
             "WANDB_MODE": "offline",
             "WANDB_SILENT": "true",
             "PYTHONUNBUFFERED": "1",
@@ -254,22 +259,26 @@ class NamespaceCluster:
         raise TimeoutError(f"the job agent did not come up in {timeout:.0f} s; last probe:\n{said}")
 
 
-def _anchor(namespace: str, shared_dir: pathlib.Path, shared_path: str, token: str) -> subprocess.Popen:
+def _anchor(namespace: str, shared_dir: pathlib.Path, shared_path: str, token: str, wandb_key: str) -> subprocess.Popen:
     """A process holding a node's namespaces: the node's network, a private /tmp with its home, the shared mount."""
+    key_dir = os.path.dirname(NODE_WANDB_KEY_FILE)
     script = " && ".join(
         [
             f"mount --bind {shlex.quote(str(shared_dir))} {shlex.quote(shared_path)}",  # before /tmp is hidden
             f"mount -t tmpfs -o size=4g,mode=1777 xdrl-node {NODE_TMP}",
-            f"mkdir -p {NODE_HOME}/.ray",
-            # The token as a cluster launcher delivers it: a file in the node's home, readable by its owner only.
+            f"mkdir -p {NODE_HOME}/.ray {key_dir}",
+            # The token and the W&B key as a cluster launcher delivers them: files in the node's home,
+            # readable by their owner only.
             f'umask 077 && printf %s "$XDRL_NODE_TOKEN" > {NODE_HOME}/.ray/auth_token',
-            "unset XDRL_NODE_TOKEN",
+            f'printf %s "$XDRL_NODE_WANDB_KEY" > {NODE_WANDB_KEY_FILE}',
+            "unset XDRL_NODE_TOKEN XDRL_NODE_WANDB_KEY",
             "exec sleep infinity",
         ]
     )
+    secrets_env = {"XDRL_NODE_TOKEN": token, "XDRL_NODE_WANDB_KEY": wandb_key}
     return subprocess.Popen(
         ["ip", "netns", "exec", namespace, "unshare", "--mount", "--propagation", "private", "sh", "-c", script],
-        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "XDRL_NODE_TOKEN": token},
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **secrets_env},
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -296,6 +305,7 @@ def namespace_cluster(
     worker_cpus: int = 1,
     worker_gpus: int = 1,
     node_env: dict[str, str] | None = None,
+    wandb_key: str | None = None,
     start_ray: bool = True,
 ) -> Iterator[NamespaceCluster]:
     """Build the cluster, start Ray on it (head, then workers), and tear everything down afterwards.
@@ -306,6 +316,7 @@ def namespace_cluster(
         workers: worker nodes.
         worker_cpus, worker_gpus: what each worker's raylet offers (GPUs are logical).
         node_env: environment of every command on every node (a launcher's node settings).
+        wandb_key: the W&B key every node holds in a file (default: a fresh canary).
         start_ray: ``False`` builds the hosts only.
     """
     prefix = f"xc{secrets.token_hex(2)}"
@@ -314,6 +325,7 @@ def namespace_cluster(
     nodes = {name: Node(name, f"{prefix}-{name}", f"{SUBNET}.{2 + index}") for index, name in enumerate(names)}
     shared_path = f"/mnt/{prefix}-shared"
     token = secrets.token_hex(32)
+    wandb_key = wandb_key or f"canary-wandb-{secrets.token_hex(16)}"
     made: list[str] = []
     try:
         storage_dir.mkdir(parents=True, exist_ok=True)
@@ -342,7 +354,7 @@ def namespace_cluster(
             _ip("addr", "add", f"{node.ip}/24", "dev", "eth0", namespace=node.namespace)
             _ip("link", "set", "eth0", "up", namespace=node.namespace)
             _ip("link", "set", "lo", "up", namespace=node.namespace)
-            node.anchor = _anchor(node.namespace, storage_dir, shared_path, token)
+            node.anchor = _anchor(node.namespace, storage_dir, shared_path, token, wandb_key)
         for node in nodes.values():
             _wait_anchored(node, shared_path)
         cluster = NamespaceCluster(
@@ -353,6 +365,7 @@ def namespace_cluster(
             storage_dir,
             shared_path,
             token,
+            wandb_key,
             dict(node_env or {}),
         )
         if start_ray:

@@ -21,9 +21,9 @@ import time
 import optuna
 import pytest
 
-from tests.cluster.netns import namespace_cluster, namespaces_available
+from tests.cluster.netns import NODE_RAY_TEMP, NODE_WANDB_KEY_FILE, namespace_cluster, namespaces_available
 from tests.distributed.helpers import TINY_PPO, assert_one_history, results, trial_dirs, trial_info, wandb_runs
-from tests.helpers import REPO
+from tests.helpers import REPO, files_containing
 from xdrl.records.lineage import read_jsonl
 
 pytestmark = [
@@ -71,7 +71,8 @@ def workdir(scratch):
     for name in ("xdrl", "configs", "cluster", "pyproject.toml", "README.md"):
         source = REPO / name
         if source.is_dir():
-            shutil.copytree(source, target / name, ignore=shutil.ignore_patterns("__pycache__"))
+            # symlinks=True: xdrl/configs is a link to configs/ in a checkout, as in what a user submits.
+            shutil.copytree(source, target / name, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy2(source, target / name)
     (target / "configs" / "experiment" / "shipped_only.yaml").write_text(SHIPPED_PRESET)
@@ -79,9 +80,23 @@ def workdir(scratch):
 
 
 def _submit(cluster, workdir, *args: str, wait: bool = True):
-    """``cluster/submit.sh`` on the laptop, from the user's working directory."""
+    """``cluster/submit.sh`` on the laptop, from the user's working directory.
+
+    The user's shell holds the W&B key too: it must not travel with the job.
+    """
     argv = ["bash", "cluster/submit.sh", "--address", cluster.dashboard, *(["--wait"] if wait else []), "--", *args]
-    return cluster.run(cluster.laptop, argv, cwd=workdir, timeout=900)
+    env = cluster.env(cluster.laptop, WANDB_API_KEY=cluster.wandb_key)
+    return cluster.run(cluster.laptop, argv, cwd=workdir, timeout=900, env=env)
+
+
+def _job_views(cluster, job_id: str) -> str:
+    """What anyone with the job API sees: the job list, the job's verbose status and its logs."""
+    said = []
+    for args in (["list"], ["status", "--verbose", job_id], ["logs", job_id]):
+        done = cluster.run(cluster.laptop, ["ray", "job", args[0], "--address", cluster.dashboard, *args[1:]])
+        assert done.returncode == 0, done.stderr[-2000:]
+        said.append(done.stdout + done.stderr)
+    return "\n".join(said)
 
 
 def _job_id(output: str) -> str:
@@ -110,27 +125,54 @@ def test_submitted_sweep_runs_on_the_workers_and_lands_in_the_shared_storage(clu
     dirs = trial_dirs(experiment_dir)
     assert len(dirs) == 2
     worker_ips = {w.ip for w in cluster.workers}
+    finals = []
     for trial_dir in dirs:
         (attempt,) = trial_info(trial_dir)
         assert attempt["node_ip"] in worker_ips and len(attempt["gpu_ids"]) == 1  # a worker's logical GPU
-        # The shipped preset was used: its name is the trials' W&B group's experiment name.
-        assert results(trial_dir)[-1]["config"]  # sampled values reached Tune
         assert_one_history(trial_dir, 4)
         (run,) = wandb_runs(trial_dir)
         assert run.finished and run.exit_code == 0
+        final = results(trial_dir)[-1]
+        # One W&B run per trial: id = Tune's trial id, group = the experiment, name = the trial's name.
+        assert run.run_id == final["trial_id"] and run.group == "sweep" and run.name.startswith("run_trial_")
+        finals.append(final["eval/deterministic/reward/episode_reward_mean"])
         assert list((trial_dir / "checkpoints").glob("trainer_*.pt"))
         assert list((trial_dir / "policies").glob("policy_step_*.pt"))
     stored = (experiment_dir / "xdrl_experiment.yaml").read_text()
     assert "name: shipped_only" in stored  # the preset that only the working directory has
     study = optuna.load_study(study_name="sweep", storage=f"sqlite:///{experiment_dir / 'optuna.db'}")
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    assert sorted(t.value for t in study.trials) == sorted(finals)  # the study holds what the trials reported
     # The laptop reads the results where they are: the shared storage.
     report = cluster.run(
         cluster.laptop, ["python", "-m", "xdrl.cli", "report", f"{cluster.shared_path}/tune/sweep"], timeout=300
     )
     assert report.returncode == 0, report.stdout + report.stderr
     assert (experiment_dir / "report" / "report.md").exists()
+
+    # The W&B key: each trial read it from its node's file (the laptop's WANDB_API_KEY did not travel, or
+    # it would have come first), and it is in no file of any node but that one, nor in the job's views.
+    views = _job_views(cluster, _job_id(submitted.stdout))
+    key_lines = set(re.findall(rf"xdrl: W&B API key from {re.escape(NODE_WANDB_KEY_FILE)} \(run (\S+)\)", views))
+    assert len(key_lines) == 2
+    assert cluster.wandb_key not in views and cluster.wandb_key not in output
+    # (session_latest is a link to an absolute path: seen from this machine it would point outside the node)
+    (head_session,) = [p for p in cluster.head.path(NODE_RAY_TEMP).glob("session_2*") if not p.is_symlink()]
+    assert list(head_session.glob("logs/runtime_env_agent*.log")) and list(head_session.glob("logs/job-driver-*.log"))
+    key_files = {node.path(NODE_WANDB_KEY_FILE) for node in cluster.nodes}
+    leaked = files_containing(cluster.wandb_key, *(node.path("/tmp") for node in cluster.nodes), cluster.shared_dir)
+    assert [path for path in leaked if path not in key_files] == []
     print(f"submitted sweep: {elapsed:.1f} s")
+
+
+def test_a_job_with_a_relative_storage_path_is_refused_before_any_trial(cluster, workdir):
+    # On a multi-node cluster a relative path would land in the job's temporary working directory.
+    submitted = _submit(cluster, workdir, "tune", *_sweep(cluster, "relative"), "search.storage_path=runs/tune")
+    output = submitted.stdout + submitted.stderr
+    assert submitted.returncode != 0
+    assert "xdrl: error: search.storage_path='runs/tune' is not accepted: expected an absolute path" in output
+    assert "the cluster has 3 nodes" in output
+    assert not (workdir / "runs").exists() and not (cluster.shared_dir / "tune" / "relative").exists()
 
 
 def _job_status(cluster, job_id: str) -> str:

@@ -128,3 +128,18 @@ def test_bad_overrides_are_refused_and_config_yaml_unchanged(run_dir, case):
     with pytest.raises(ConfigError, match=pattern):
         runner.load_run_config(run_dir, ["collector.total_frames=200000", *overrides])
     assert (run_dir / runner.CONFIG_FILE).read_bytes() == before
+
+
+def test_a_run_stored_before_new_keys_resumes_with_their_defaults(tmp_path):
+    import yaml
+
+    from xdrl.runner import CONFIG_FILE, load_run_config
+
+    stored = compose_config(["experiment=cartpole_ppo", f"output_dir={tmp_path}"])
+    del stored["logger"]["api_key_file"]  # a key added after the run was stored
+    del stored["algo"]["clip_epsilon"]
+    (tmp_path / CONFIG_FILE).write_text(yaml.safe_dump(stored))
+    validated = load_run_config(tmp_path, ["collector.total_frames=200000"])
+    assert validated.config.logger.api_key_file is None and validated.algo.clip_epsilon == 0.2
+    saved = yaml.safe_load((tmp_path / CONFIG_FILE).read_text())
+    assert saved["logger"]["api_key_file"] is None and saved["collector"]["total_frames"] == 200000

@@ -26,37 +26,6 @@ METRIC = "eval/deterministic/reward/episode_reward_mean"
 
 
 @pytest.mark.slow
-def test_two_trial_sweep_reports_study_and_wandb_runs(local_ray, tmp_path):
-    plan = tuner.plan(experiment(tmp_path, "sweep", "search.num_samples=2", "search.scheduler=none"))
-    grid = tuner.run(plan)
-    assert len(grid) == 2 and not grid.errors
-    dirs = trial_dirs(tmp_path / "sweep")
-    assert len(dirs) == 2
-    study = optuna.load_study(study_name="sweep", storage=f"sqlite:///{tmp_path / 'sweep' / 'optuna.db'}")
-    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
-    finals = {}
-    for trial_dir in dirs:
-        reported = results(trial_dir)
-        rows = read_metrics_file(trial_dir / "metrics.jsonl")
-        # One report per iteration, carrying the iteration's metrics under the same names and values.
-        assert [r["counters/iter"] for r in reported] == [1, 2, 3, 4] == [r["counters/iter"] for r in rows]
-        for report, row in zip(reported, rows, strict=True):
-            assert {k: report[k] for k in row} == row
-            assert report["training_iteration"] == row["counters/iter"]
-        assert METRIC in reported[-1]
-        finals[reported[-1]["trial_id"]] = reported[-1][METRIC]
-        runs = wandb_runs(trial_dir)
-        assert len(runs) == 1
-        run = runs[0]
-        assert run.finished and run.exit_code == 0
-        assert run.run_id == reported[-1]["trial_id"] and run.group == "sweep"
-        assert run.name.startswith("run_trial_")
-        assert [h["counters/iter"] for h in run.history] == [1, 2, 3, 4]
-        assert [{k: h[k] for k in row} for h, row in zip(run.history, rows, strict=True)] == rows
-    assert sorted(t.value for t in study.trials) == sorted(finals.values())
-
-
-@pytest.mark.slow
 def test_one_gpu_per_trial_never_more_trials_than_gpus(local_ray, tmp_path):
     plan = tuner.plan(
         experiment(
@@ -205,44 +174,6 @@ def test_multi_objective_study_holds_the_pareto_front(local_ray, tmp_path):
     assert report.hypervolume == pytest.approx(hypervolume(front, [0.0, -25.0], ["max", "max"]))
     assert_png(report.figures["pareto_front"])
     assert "Hypervolume against the reference point [0.0, -25.0]" in report.markdown.read_text()
-
-
-@pytest.mark.slow
-def test_sigterm_checkpoints_marks_wandb_preempting_and_tune_restores(local_ray, tmp_path):
-    plan = tuner.plan(
-        experiment(
-            tmp_path,
-            "preempt",
-            "search.num_samples=1",
-            "collector.total_frames=6144",
-            "search.scheduler=none",
-            "checkpoint.interval=50",
-            "hooks.eval.interval_frames=512",
-        )
-    )
-
-    def preempt(trial_dir):
-        pid = trial_info(trial_dir)[-1]["pid"]
-        os.kill(pid, signal.SIGTERM)
-        return pid
-
-    with when_first_trial(tmp_path / "preempt", iterations_at_least(2), preempt) as signalled:
-        grid = tuner.run(plan)
-    assert signalled and not grid.errors
-    (trial_dir,) = trial_dirs(tmp_path / "preempt")
-    attempts = trial_info(trial_dir)
-    assert len(attempts) == 2 and attempts[0]["pid"] == signalled[0]
-    runs = wandb_runs(trial_dir)
-    first, second = runs
-    assert first.run_id == second.run_id
-    assert first.preempting and first.exit_code is not None  # marked, then finished with every row
-    stopped_at = first.history[-1]["counters/iter"]
-    # No checkpoint was scheduled before the end: the retry starting right after the SIGTERM
-    # iteration shows the SIGTERM checkpoint. Nothing re-run, nothing missing.
-    assert stopped_at < 48 and attempts[1]["resumed_after"] == stopped_at
-    assert [h["counters/iter"] for h in second.history] == list(range(stopped_at + 1, 49))
-    assert second.exit_code == 0 and not second.preempting
-    assert_one_history(trial_dir, 48)
 
 
 def test_experiment_files_round_trip_through_a_storage_uri(tmp_path):

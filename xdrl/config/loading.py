@@ -15,12 +15,40 @@ GROUPS = ("env", "algo", "collector", "hooks", "checkpoint", "logger", "resource
 
 
 def config_dir() -> pathlib.Path:
-    """The ``configs/`` directory: ``$XDRL_CONFIG_DIR``, else the one beside the ``xdrl`` package."""
+    """The ``configs/`` of the xdrl code that runs.
+
+    The presets travel with the code, so the package that is imported decides: a Ray
+    job's working directory (first on ``sys.path``) brings its own ``configs/``, and
+    an installed wheel carries its copy inside the package. In order:
+
+    1. ``$XDRL_CONFIG_DIR``, when set: an explicit choice, used as given;
+    2. ``xdrl/configs`` inside the imported package: a wheel's package data (in the
+       repository it is a link to the top-level ``configs/``);
+    3. ``configs/`` beside the imported package: a source tree whose link is missing
+       (a checkout without symlinks, a copy of ``xdrl/`` and ``configs/``).
+
+    Raises:
+        ConfigError: ``$XDRL_CONFIG_DIR`` has no ``config.yaml``, or neither place does.
+
+    Examples:
+        >>> (config_dir() / "config.yaml").is_file()
+        True
+    """
     override = os.environ.get("XDRL_CONFIG_DIR")
-    path = pathlib.Path(override) if override else pathlib.Path(__file__).resolve().parents[2] / "configs"
-    if not (path / "config.yaml").is_file():
-        raise ConfigError("XDRL_CONFIG_DIR", str(path), "a directory holding xdrl's config.yaml")
-    return path
+    if override:
+        if not (pathlib.Path(override) / "config.yaml").is_file():
+            raise ConfigError("XDRL_CONFIG_DIR", override, "a directory holding xdrl's config.yaml")
+        return pathlib.Path(override)
+    package = pathlib.Path(__file__).resolve().parents[1]
+    candidates = (package / "configs", package.parent / "configs")
+    for candidate in candidates:
+        if (candidate / "config.yaml").is_file():
+            return candidate.resolve()
+    raise ConfigError(
+        "configs",
+        " or ".join(str(c) for c in candidates),
+        "xdrl's configs/ (with config.yaml) inside or beside the xdrl package: reinstall xdrl, or set XDRL_CONFIG_DIR",
+    )
 
 
 def group_options(group: str, directory: pathlib.Path | None = None) -> list[str]:
@@ -83,3 +111,29 @@ def compose_config(overrides: Sequence[str] = (), directory: pathlib.Path | None
         return OmegaConf.to_container(composed, resolve=True)
     except (HydraException, OmegaConfBaseException) as error:
         raise _translate(error, overrides, directory) from error
+
+
+def with_new_defaults(stored: dict[str, Any]) -> dict[str, Any]:
+    """A config stored by an earlier xdrl, completed with the keys added since, at their defaults.
+
+    A run or an experiment keeps its resolved config; a key a later xdrl adds (say
+    ``logger.api_key_file``) is missing from it, and the schema requires every key. The
+    defaults come from the YAML files (their one place), composed for the stored algorithm
+    and, for an experiment, the search group; a value the stored config has always wins.
+
+    Examples:
+        >>> completed = with_new_defaults({"algo": {"name": "ppo", "lr": 0.5}, "logger": {"backend": "none"}})
+        >>> completed["algo"]["lr"], completed["algo"]["epochs"], completed["logger"]["backend"]
+        (0.5, 4, 'none')
+    """
+    algo = (stored.get("algo") or {}).get("name", "ppo")
+    overrides = [f"algo={algo}", *(["search=optuna"] if stored.get("search") else [])]
+    return _fill(compose_config(overrides), stored)
+
+
+def _fill(defaults: Any, stored: Any) -> Any:
+    if not (isinstance(defaults, dict) and isinstance(stored, dict)):
+        return stored
+    filled = {key: _fill(defaults[key], value) if key in defaults else value for key, value in stored.items()}
+    filled.update({key: value for key, value in defaults.items() if key not in stored})
+    return filled

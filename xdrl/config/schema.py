@@ -100,6 +100,9 @@ class LoggerConfig:
     group: str | None
     run_name: str | None
     run_id: str | None
+    #: A file on the node holding the W&B API key, read by each run when its environment has no
+    #: ``WANDB_API_KEY`` (null: the file named by ``XDRL_WANDB_API_KEY_FILE``, if any).
+    api_key_file: str | None
 
 
 @dataclasses.dataclass
@@ -129,9 +132,13 @@ class StudyConfig:
     """Where Optuna keeps its study."""
 
     #: An Optuna RDB URL; null: sqlite file ``optuna.db`` in the experiment directory.
+    #: Stored and printed with its password as ``***``.
     storage: str | None
     #: null: the experiment name.
     name: str | None
+    #: A file on the driver's node holding the database password of ``storage``, read when
+    #: ``XDRL_STUDY_PASSWORD`` is not set there.
+    password_file: str | None
 
 
 @dataclasses.dataclass

@@ -2,8 +2,9 @@
 
 :func:`plan` composes and validates the experiment and its search (every check of
 :mod:`xdrl.config.search`, plus the metric schema of the hook set); an existing
-experiment's plan is read back from its directory for ``xdrl tune --resume``.
-No Ray here.
+experiment's plan is read back from its directory for ``xdrl tune --resume``;
+:func:`check_storage_reaches_every_node` is the one check that needs the cluster's
+node list, which the tuner passes in once Ray is connected. No Ray here.
 """
 
 from __future__ import annotations
@@ -11,10 +12,11 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import pathlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from xdrl.config import ConfigError, compose_config, validate
+from xdrl.config.loading import with_new_defaults
 from xdrl.config.search import (
     check_asha_iterations,
     check_grid,
@@ -102,6 +104,42 @@ def plan(overrides: Sequence[str], *, check_schema: bool = True) -> TunePlan:
     return TunePlan(base, search, dimensions, name, storage_path, experiment_dir, iterations, list(overrides))
 
 
+def check_storage_reaches_every_node(
+    plan_: TunePlan, nodes: Sequence[Mapping[str, Any]], *, resume: bool = False
+) -> None:
+    """Refuse a relative local ``search.storage_path`` on a cluster of more than one node.
+
+    A relative path resolves against the driver's working directory. Under ``ray job
+    submit`` that is the job's temporary copy of the code on the head: no other node sees
+    it and it goes away with the job, so trials elsewhere could not write there and the
+    results would vanish. The storage must be an absolute path on a mount every node
+    shares, or a bucket URI. The tuner calls this right after connecting to Ray (a
+    Ray job, ``RAY_ADDRESS``, or a cluster found on this machine: the node list says
+    which), before anything is written or any trial starts.
+
+    Args:
+        plan_: what :func:`plan` decided; ``plan_.search.storage_path`` is the value as given.
+        nodes: the cluster's nodes as ``ray.nodes()`` lists them (their ``Alive`` flag counts).
+        resume: the experiment is restored from a location given on the command line, which
+            exists: the check is for the storage a new experiment picks.
+
+    Raises:
+        ConfigError: for ``search.storage_path``: a relative local path while more than one
+            node is alive.
+    """
+    given = plan_.search.storage_path
+    alive = sum(1 for node in nodes if node.get("Alive"))
+    if resume or alive <= 1 or is_uri(given) or pathlib.Path(given).is_absolute():
+        return
+    raise ConfigError(
+        "search.storage_path",
+        given,
+        f"an absolute path on a mount every node shares (like /mnt/results) or a bucket URI (s3://, gs://): "
+        f"the cluster has {alive} nodes and a relative path stays on this one, in the driver's working "
+        f"directory ({plan_.storage_path}; under `ray job submit`, the job's temporary copy of the code)",
+    )
+
+
 def trial_files_root(plan_: TunePlan) -> str | None:
     """Where trials write their own files: the experiment directory when the storage is a path.
 
@@ -120,6 +158,7 @@ def plan_from_directory(location: str | pathlib.Path) -> TunePlan:
     if stored is None:
         raise ConfigError("--resume", location, f"an experiment directory of xdrl tune (with {BASE_CONFIG})")
     base, overrides = stored
+    base = with_new_defaults(base)  # an experiment stored by an earlier xdrl
     search = parse_search(base)
     dimensions = parse_dimensions(search.space)
     collector = base["collector"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import pathlib
 from typing import Any
 
+from xdrl.config import credentials
 from xdrl.config.schema import SearchConfig
 from xdrl.config.search import (  # noqa: F401 - the planner's entry points, re-exported for it
     Dimension,
@@ -40,8 +41,23 @@ def tune_space(dimensions: list[Dimension], searcher: str) -> dict[str, Any]:
     return space
 
 
+def study_storage(search: SearchConfig, experiment_dir: pathlib.Path) -> credentials.StudyStorage:
+    """The study's URL: ``search.study.storage`` or the SQLite file ``optuna.db`` of the experiment.
+
+    Its :attr:`~xdrl.config.credentials.StudyStorage.url` holds the database password (from
+    the URL, ``XDRL_STUDY_PASSWORD`` or ``search.study.password_file`` on this node) and
+    goes to Optuna only; :attr:`~xdrl.config.credentials.StudyStorage.shown` is for printing.
+
+    Raises:
+        ConfigError: a stored URL whose password this node does not have, or an unreadable password file.
+    """
+    study = search.study
+    return credentials.study_storage(study.storage, study.password_file, f"sqlite:///{experiment_dir / 'optuna.db'}")
+
+
 def study_storage_url(search: SearchConfig, experiment_dir: pathlib.Path) -> str:
-    return search.study.storage or f"sqlite:///{experiment_dir / 'optuna.db'}"
+    """The URL Optuna opens, password included: memory only (print :func:`study_storage`'s ``shown``)."""
+    return study_storage(search, experiment_dir).url
 
 
 def make_searcher(search: SearchConfig, experiment_name: str, experiment_dir: pathlib.Path) -> Any:
@@ -52,6 +68,8 @@ def make_searcher(search: SearchConfig, experiment_name: str, experiment_dir: pa
         return BasicVariantGenerator(random_state=search.seed, max_concurrent=search.max_concurrent_trials)
     import optuna
     from ray.tune.search.optuna import OptunaSearch
+
+    from xdrl.distributed.study import StudyRDBStorage
 
     class _OptunaSearch(OptunaSearch):
         # xdrl evaluates every few iterations: results before the first evaluation lack the metric.
@@ -73,7 +91,7 @@ def make_searcher(search: SearchConfig, experiment_name: str, experiment_dir: pa
         mode=search.mode,
         sampler=optuna.samplers.TPESampler(seed=search.seed),
         study_name=search.study.name or experiment_name,
-        storage=optuna.storages.RDBStorage(study_storage_url(search, experiment_dir)),
+        storage=StudyRDBStorage(study_storage(search, experiment_dir), search.study.password_file),
     )
 
 

@@ -14,12 +14,13 @@ from typing import Any
 
 from xdrl.distributed.plan import (  # noqa: F401 - plan and plan_from_directory: `xdrl tune`'s two entry points
     TunePlan,
+    check_storage_reaches_every_node,
     experiment_location,
     plan,
     plan_from_directory,
     trial_files_root,
 )
-from xdrl.distributed.search import make_scheduler, make_searcher, study_storage_url, tune_space
+from xdrl.distributed.search import make_scheduler, make_searcher, study_storage, tune_space
 from xdrl.records.experiment import is_uri, train_command, write_base_config
 
 _log = logging.getLogger(__name__)
@@ -102,13 +103,18 @@ def run(plan_: TunePlan, *, resume: bool = False, callbacks: Sequence[Any] = ())
         resume: restore the experiment in ``plan_.experiment_dir``.
         callbacks: extra Ray Tune callbacks (new experiments only).
     """
+    import ray
     from ray import tune
 
     # The pre-flight check replaced Tune's per-result check; evaluation metrics come every few iterations.
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
+    if plan_.search.searcher == "optuna":
+        # Before Ray starts and anything is written: a resumed study needs its password on this node.
+        study_storage(plan_.search, plan_.experiment_dir)
     _init_ray()
+    check_storage_reaches_every_node(plan_, ray.nodes(), resume=resume)  # before anything is written
     location = experiment_location(plan_)
-    write_base_config(location, plan_.base, plan_.overrides)
+    write_base_config(location, plan_.base, plan_.overrides)  # URL passwords stored as ***
     if resume:
         tuner = tune.Tuner.restore(
             location,
@@ -153,14 +159,27 @@ def wait_for_wandb_runs(trial_dirs: list[pathlib.Path], timeout: float = 60.0) -
     return pending
 
 
+def study_line(plan_: TunePlan) -> str | None:
+    """Where the Optuna study is, its password as ``***``; ``None`` without a study (or a remote storage path).
+
+    Raises:
+        ConfigError: the study's password is needed and this node does not have it.
+    """
+    search = plan_.search
+    if is_uri(plan_.storage_path) or search.searcher != "optuna":
+        return None
+    storage = study_storage(search, plan_.experiment_dir)
+    password = f", password from {storage.password_from}" if storage.password_from else ""
+    return f"optuna study: {storage.shown} (study {search.study.name or plan_.experiment_name}{password})"
+
+
 def best_summary(results: Any, plan_: TunePlan) -> str:
     """The best trial's sampled values, metric and a command to re-run it."""
     search = plan_.search
     lines = [f"experiment: {plan_.experiment_dir}"]
-    if not is_uri(plan_.storage_path) and search.searcher == "optuna":
-        lines.append(
-            f"optuna study: {study_storage_url(search, plan_.experiment_dir)} (study {search.study.name or plan_.experiment_name})"
-        )
+    study = study_line(plan_)
+    if study is not None:
+        lines.append(study)
     errors = [r for r in results if r.error is not None]
     lines.append(f"trials: {len(results)} ({len(errors)} errored)")
     if isinstance(search.metric, list):

@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from xdrl.records.atomic import atomic_write_text
+from xdrl.records.redaction import hide_passwords
 
 #: The base experiment config: what ``xdrl tune --resume``, ``xdrl report`` and ``xdrl confirm`` start from.
 BASE_CONFIG = "xdrl_experiment.yaml"
@@ -96,8 +97,14 @@ def read_experiment_file(location: str, name: str) -> str | None:
 
 
 def write_base_config(location: str, base: Mapping[str, Any], overrides: Sequence[str]) -> None:
-    """Store the base config of an experiment with the overrides it came from."""
-    stored = {**base, OVERRIDES_KEY: list(overrides)}
+    """Store the base config of an experiment with the overrides it came from.
+
+    Every URL password in them is stored as ``***`` (:mod:`xdrl.records.redaction`): a study
+    URL given with its password (``search.study.storage=postgresql://xdrl:pw@db/optuna``)
+    is written ``postgresql://xdrl:***@db/optuna``, and ``xdrl tune --resume`` takes the
+    password from ``XDRL_STUDY_PASSWORD`` or ``search.study.password_file`` again.
+    """
+    stored = hide_passwords({**base, OVERRIDES_KEY: list(overrides)})
     write_experiment_file(location, BASE_CONFIG, yaml.safe_dump(stored, sort_keys=False))
 
 

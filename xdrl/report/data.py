@@ -15,6 +15,7 @@ import shutil
 import tempfile
 from typing import Any
 
+from xdrl.config.credentials import study_storage
 from xdrl.config.errors import ConfigError
 from xdrl.records.experiment import BASE_CONFIG, read_base_config
 from xdrl.records.lineage import METRICS_FILE, TUNE_RESULT_FILE, read_jsonl
@@ -122,16 +123,20 @@ def _snapshot_study(url: str, study_name: str) -> Any | None:
 def _load_study(directory: pathlib.Path, search: dict[str, Any], name: str) -> Any | None:
     """The Optuna study, as an in-memory snapshot.
 
+    A database given by ``search.study.storage`` is opened with the password of this node
+    (``XDRL_STUDY_PASSWORD`` or ``search.study.password_file``), as ``xdrl tune --resume`` opens it.
     An ``optuna.db`` in the experiment directory is copied to a temporary directory and read from
     there (the experiment's file is never opened); the copy is deleted before this returns.
     """
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study_name = (search.get("study") or {}).get("name") or name
-    storage = (search.get("study") or {}).get("storage")
-    if storage is not None:
-        return _snapshot_study(storage, study_name)
+    study = search.get("study") or {}
+    study_name = study.get("name") or name
+    if study.get("storage") is not None:
+        # The stored URL has its password as ***: the password comes from this node, in memory only.
+        url = study_storage(study["storage"], study.get("password_file"), default="").url
+        return _snapshot_study(url, study_name)
     database = directory / "optuna.db"
     if not database.exists():
         return None
@@ -145,7 +150,8 @@ def load_experiment(directory: str | pathlib.Path) -> ExperimentData:
     """Read an ``xdrl tune`` experiment directory.
 
     Raises:
-        ConfigError: when the directory is not one (no ``xdrl_experiment.yaml``).
+        ConfigError: when the directory is not one (no ``xdrl_experiment.yaml``), or its study's
+            database needs a password this node does not have.
     """
     directory = pathlib.Path(directory).resolve()
     stored = read_base_config(str(directory))
