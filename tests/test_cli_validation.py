@@ -154,38 +154,29 @@ def test_bad_input_through_the_console_process(case, tmp_path):
     assert "Started a local Ray instance" not in result.stdout + result.stderr
 
 
-@pytest.mark.slow
-def test_resume_applies_typed_overrides_and_refuses_frozen_keys(tmp_path):
+def test_resume_applies_typed_overrides_and_refuses_frozen_keys(tmp_path, capsys):
+    from xdrl.cli import main
+
     run_dir = tmp_path / "run"
-    run_xdrl(
-        "train",
-        "experiment=cartpole_ppo",
-        "collector.total_frames=512",
-        "hooks.eval.interval_frames=0",
-        "algo.lr=3e-4",
-        "logger=none",
-        f"output_dir={run_dir}",
-        "--no-progress",
-        check=True,
-    )
+    base = ["experiment=cartpole_ppo", "collector.total_frames=512", "hooks.eval.interval_frames=0", "algo.lr=3e-4"]
+    assert main(["train", *base, "logger=none", f"output_dir={run_dir}", "--no-progress"]) == 0
     config = run_dir / "config.yaml"
     stored = config.read_bytes()
     metrics = (run_dir / "metrics.jsonl").read_bytes()
+    capsys.readouterr()
 
-    refused = run_xdrl("train", "--resume", str(run_dir), "env.id=Acrobot-v1", "--no-progress")
-    assert refused.returncode == 2, refused.stdout + refused.stderr
-    lines = refused.stderr.strip().splitlines()
-    assert len(lines) == 1, refused.stderr
+    assert main(["train", "--resume", str(run_dir), "env.id=Acrobot-v1", "--no-progress"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
     assert lines[0].startswith(
         "xdrl: error: env.id='Acrobot-v1' is not accepted: expected the stored value 'CartPole-v1'"
     )
     assert "on --resume: the environment is part of the saved state" in lines[0]
     assert config.read_bytes() == stored and (run_dir / "metrics.jsonl").read_bytes() == metrics
 
-    resumed = run_xdrl(
-        "train", "--resume", str(run_dir), "algo.lr=1e-3", "collector.total_frames=1024", "--no-progress", check=True
-    )
-    assert "frames: 1024" in resumed.stdout
+    resume = ["train", "--resume", str(run_dir), "algo.lr=1e-3", "collector.total_frames=1024", "--no-progress"]
+    assert main(resume) == 0
+    assert "frames: 1024" in capsys.readouterr().out
     saved = yaml.safe_load(config.read_text())
     assert saved["algo"]["lr"] == 0.001 and isinstance(saved["algo"]["lr"], float)
     assert saved["collector"]["total_frames"] == 1024

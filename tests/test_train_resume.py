@@ -123,22 +123,16 @@ def test_sigint_checkpoints_finishes_wandb_then_resume_completes(tmp_path, unint
     _assert_complete(output_dir, uninterrupted_keys)
 
 
-def test_resume_of_a_finished_run_trains_nothing_more(tmp_path):
+def test_resume_of_a_finished_run_trains_nothing_more(tmp_path, capsys):
+    from xdrl.cli import main
+
     output_dir = tmp_path / "run"
-    run_xdrl(
-        "train",
-        *ARGS[:1],
-        "collector.total_frames=512",
-        "collector.init_random_frames=0",
-        "hooks.eval.interval_frames=0",
-        "logger=none",
-        f"output_dir={output_dir}",
-        "--no-progress",
-        check=True,
-    )
+    args = [*ARGS[:1], "collector.total_frames=512", "collector.init_random_frames=0", "hooks.eval.interval_frames=0"]
+    assert main(["train", *args, "logger=none", f"output_dir={output_dir}", "--no-progress"]) == 0
     before = (output_dir / "metrics.jsonl").read_text()
-    result = run_xdrl("train", "--resume", str(output_dir), "--no-progress", check=True)
-    assert "frames: 512" in result.stdout
+    capsys.readouterr()
+    assert main(["train", "--resume", str(output_dir), "--no-progress"]) == 0
+    assert "frames: 512" in capsys.readouterr().out
     assert (output_dir / "metrics.jsonl").read_text() == before
 
 

@@ -244,19 +244,9 @@ class NamespaceCluster:
 
     def wait_for_job_agent(self, timeout: float = 300) -> None:
         """``ray start`` returns before the head's job agent takes jobs: submit ``true`` from the laptop until it does."""
-        deadline = time.monotonic() + timeout
-        probe = None
-        while time.monotonic() < deadline:
-            probe = self.run(
-                self.laptop,
-                ["ray", "job", "submit", "--address", self.dashboard, "--no-wait", "--", "true"],
-                timeout=60,
-            )
-            if probe.returncode == 0:
-                return
-            time.sleep(1)
-        said = "" if probe is None else (probe.stdout + probe.stderr)[-2000:]
-        raise TimeoutError(f"the job agent did not come up in {timeout:.0f} s; last probe:\n{said}")
+        from tests.deploy.ray_head import wait_for_job_agent
+
+        wait_for_job_agent(lambda argv: self.run(self.laptop, argv, timeout=60), self.dashboard, timeout)
 
 
 def _anchor(namespace: str, shared_dir: pathlib.Path, shared_path: str, token: str, wandb_key: str) -> subprocess.Popen:

@@ -10,9 +10,11 @@ from the laptop on the shared storage. The faults are a cloud's: a node's Ray pr
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import pathlib
 import re
+import secrets
 import shutil
 import signal
 import tempfile
@@ -22,6 +24,8 @@ import optuna
 import pytest
 
 from tests.cluster.netns import NODE_RAY_TEMP, NODE_WANDB_KEY_FILE, namespace_cluster, namespaces_available
+from tests.deploy.postgres_server import postgres_server
+from tests.deploy.postgres_server import unavailable as postgres_unavailable
 from tests.distributed.helpers import TINY_PPO, assert_one_history, results, trial_dirs, trial_info, wandb_runs
 from tests.helpers import REPO, files_containing
 from xdrl.records.lineage import read_jsonl
@@ -32,6 +36,14 @@ pytestmark = [
 ]
 
 #: A preset that exists only in the working directory the job ships (not in the installed package).
+STUDY_READER = """
+import json, sys
+import optuna
+from xdrl.config.credentials import study_storage
+study = optuna.load_study(study_name=sys.argv[2], storage=study_storage(sys.argv[1], None, default="").url)
+print(json.dumps([[t.state.name for t in study.trials], [t.value for t in study.trials]]))
+"""
+
 SHIPPED_PRESET = """# @package _global_
 # Only in the submitted working directory.
 defaults:
@@ -57,11 +69,25 @@ def scratch():
     shutil.rmtree(root, ignore_errors=True)
 
 
+#: The study's database password: in the environment of every node (what `ray start` runs with), nowhere else.
+STUDY_PASSWORD = f"canary-pw-{secrets.token_hex(8)}"
+
+
 @pytest.fixture(scope="module")
 def cluster(scratch):
-    with namespace_cluster(scratch / "storage") as built:
+    with namespace_cluster(scratch / "storage", node_env={"XDRL_STUDY_PASSWORD": STUDY_PASSWORD}) as built:
         built.wait_for_job_agent()
         yield built
+
+
+@pytest.fixture(scope="module")
+def study_server(cluster):
+    """A password-protected PostgreSQL in the head's network (the cluster's database host)."""
+    if postgres_unavailable() is not None:
+        pytest.skip(f"PostgreSQL: {postgres_unavailable()}")
+    enter = ["nsenter", "-t", str(cluster.head.pid), "--net", "--"]
+    with postgres_server(STUDY_PASSWORD, host=cluster.head.ip, enter=enter) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +133,7 @@ def _sweep(cluster, name: str, *extra: str) -> list[str]:
     return [*TINY_PPO, f"search.storage_path={cluster.shared_path}/tune", f"search.experiment_name={name}", *extra]
 
 
-def test_submitted_sweep_runs_on_the_workers_and_lands_in_the_shared_storage(cluster, workdir):
+def test_submitted_sweep_runs_on_the_workers_and_lands_in_the_shared_storage(cluster, workdir, study_server):
     started = time.monotonic()
     submitted = _submit(
         cluster,
@@ -117,6 +143,7 @@ def test_submitted_sweep_runs_on_the_workers_and_lands_in_the_shared_storage(clu
         "resources.gpus_per_trial=1",
         "search.max_concurrent_trials=2",
         "hooks.policy_checkpoint.interval=2",
+        f"search.study.storage={study_server.url()}",  # no password: the head has it
     )
     output = submitted.stdout + submitted.stderr
     assert submitted.returncode == 0, output[-6000:]
@@ -140,9 +167,17 @@ def test_submitted_sweep_runs_on_the_workers_and_lands_in_the_shared_storage(clu
         assert list((trial_dir / "policies").glob("policy_step_*.pt"))
     stored = (experiment_dir / "xdrl_experiment.yaml").read_text()
     assert "name: shipped_only" in stored  # the preset that only the working directory has
-    study = optuna.load_study(study_name="sweep", storage=f"sqlite:///{experiment_dir / 'optuna.db'}")
-    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
-    assert sorted(t.value for t in study.trials) == sorted(finals)  # the study holds what the trials reported
+    # The study, read from the laptop with the password of its environment (what `xdrl report` does).
+    read = cluster.run(
+        cluster.laptop,
+        ["python", "-c", STUDY_READER, study_server.url(), "sweep"],
+        timeout=120,
+    )
+    assert read.returncode == 0, read.stderr
+    states, values = json.loads(read.stdout.strip().splitlines()[-1])
+    assert states == ["COMPLETE", "COMPLETE"]
+    assert sorted(values) == sorted(finals)  # the study holds what the trials reported
+    assert f"storage: {study_server.url()}\n" in stored  # as given: without its password
     # The laptop reads the results where they are: the shared storage.
     report = cluster.run(
         cluster.laptop, ["python", "-m", "xdrl.cli", "report", f"{cluster.shared_path}/tune/sweep"], timeout=300
@@ -156,12 +191,18 @@ def test_submitted_sweep_runs_on_the_workers_and_lands_in_the_shared_storage(clu
     key_lines = set(re.findall(rf"xdrl: W&B API key from {re.escape(NODE_WANDB_KEY_FILE)} \(run (\S+)\)", views))
     assert len(key_lines) == 2
     assert cluster.wandb_key not in views and cluster.wandb_key not in output
+    shown = study_server.url().replace("xdrl@", "xdrl:***@")
+    assert f"optuna study: {shown} (study sweep, password from XDRL_STUDY_PASSWORD)" in views
+    assert STUDY_PASSWORD not in views and STUDY_PASSWORD not in output
     # (session_latest is a link to an absolute path: seen from this machine it would point outside the node)
     (head_session,) = [p for p in cluster.head.path(NODE_RAY_TEMP).glob("session_2*") if not p.is_symlink()]
     assert list(head_session.glob("logs/runtime_env_agent*.log")) and list(head_session.glob("logs/job-driver-*.log"))
     key_files = {node.path(NODE_WANDB_KEY_FILE) for node in cluster.nodes}
     leaked = files_containing(cluster.wandb_key, *(node.path("/tmp") for node in cluster.nodes), cluster.shared_dir)
     assert [path for path in leaked if path not in key_files] == []
+    everywhere = (*(node.path("/tmp") for node in cluster.nodes), cluster.shared_dir)
+    assert files_containing(STUDY_PASSWORD, *everywhere) == []  # Tune's pickles of the searcher included
+    assert list(experiment_dir.glob("tuner.pkl")) and list(experiment_dir.glob("searcher-state-*.pkl"))
     print(f"submitted sweep: {elapsed:.1f} s")
 
 

@@ -14,8 +14,9 @@ import os
 import pathlib
 import shutil
 import subprocess
+import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from tests.deploy.ray_head import free_port
 
@@ -50,18 +51,23 @@ def unavailable() -> str | None:
 @dataclasses.dataclass
 class Postgres:
     port: int
+    host: str = "127.0.0.1"
     user: str = "xdrl"
     database: str = "optuna"
 
     def url(self, password: str | None = None) -> str:
         """The SQLAlchemy URL (driver pg8000); with ``password`` only when given."""
         login = f"{self.user}:{password}" if password is not None else self.user
-        return f"postgresql+pg8000://{login}@127.0.0.1:{self.port}/{self.database}"
+        return f"postgresql+pg8000://{login}@{self.host}:{self.port}/{self.database}"
 
 
 @contextlib.contextmanager
-def postgres_server(password: str) -> Iterator[Postgres]:
-    """Start a server whose only role, ``xdrl``, logs in with ``password`` (SCRAM), with a database ``optuna``."""
+def postgres_server(password: str, *, host: str = "127.0.0.1", enter: Sequence[str] = ()) -> Iterator[Postgres]:
+    """Start a server whose only role, ``xdrl``, logs in with ``password`` (SCRAM), with a database ``optuna``.
+
+    ``enter`` prefixes every command (``nsenter -t <pid> --net --``: a test cluster node's network),
+    and the server listens on ``host`` there.
+    """
     bin_dir = _bin_dir()
     root = pathlib.Path(tempfile.mkdtemp(prefix="xpg", dir="/tmp"))
     root.chmod(0o755)
@@ -72,8 +78,8 @@ def postgres_server(password: str) -> Iterator[Postgres]:
         shutil.chown(root, "postgres", "postgres")
         shutil.chown(sockets, "postgres", "postgres")
         shutil.chown(password_file, "postgres", "postgres")
-    server = Postgres(free_port())
-    run = [*_as_server_user()]
+    server = Postgres(free_port(), host)
+    run = [*enter, *_as_server_user()]
     try:
         subprocess.run(
             [*run, str(bin_dir / "initdb"), "-D", str(data), "-U", server.user, f"--pwfile={password_file}"]
@@ -83,7 +89,10 @@ def postgres_server(password: str) -> Iterator[Postgres]:
             timeout=120,
         )
         password_file.unlink()  # the server keeps a SCRAM verifier, not the password
-        options = f"-p {server.port} -k {sockets} -c listen_addresses=127.0.0.1"
+        # Clients of the server's own subnet too (a test cluster's nodes), with the same password check.
+        with (data / "pg_hba.conf").open("a") as hba:
+            hba.write("host all all samenet scram-sha-256\n")
+        options = f"-p {server.port} -k {sockets} -c listen_addresses={host}"
         subprocess.run(
             [*run, str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(root / "server.log"), "-w", "-o", options]
             + ["start"],
@@ -91,13 +100,19 @@ def postgres_server(password: str) -> Iterator[Postgres]:
             capture_output=True,
             timeout=120,
         )
-        import pg8000.native
-
-        connection = pg8000.native.Connection(
-            server.user, host="127.0.0.1", port=server.port, password=password, database="postgres"
+        # The database, created over the network like any client (from inside ``enter``'s network too).
+        create = (
+            "import sys, pg8000.native as pg; c = pg.Connection(sys.argv[1], host=sys.argv[2], port=int(sys.argv[3]),"
+            " password=sys.stdin.read(), database='postgres'); c.run('CREATE DATABASE ' + sys.argv[4]); c.close()"
         )
-        connection.run(f"CREATE DATABASE {server.database}")
-        connection.close()
+        subprocess.run(
+            [*enter, sys.executable, "-c", create, server.user, host, str(server.port), server.database],
+            input=password,
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         yield server
     finally:
         if (data / "postmaster.pid").exists():

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 VENV_BIN = pathlib.Path(sys.executable).parent
 
@@ -70,23 +70,30 @@ class Head:
     gcs_address: str = ""  # what a driver's RAY_ADDRESS names
 
 
-def _wait_for_job_agent(head: Head, timeout: float = 240.0) -> None:
-    """`ray start` returns before the agent that runs jobs has registered: submit `true` until it is taken."""
+def wait_for_job_agent(
+    submit: Callable[[list[str]], subprocess.CompletedProcess], address: str, timeout: float
+) -> None:
+    """`ray start` returns before the head's agent that runs jobs has registered: submit `true` until it is taken.
+
+    ``submit(argv)`` runs a ``ray`` command where the submitter is (this machine, or a node of a test cluster).
+    """
     deadline = time.monotonic() + timeout
     probe = None
     while time.monotonic() < deadline:
-        probe = subprocess.run(
-            [str(VENV_BIN / "ray"), "job", "submit", "--address", head.address, "--no-wait", "--", "true"],
-            env=head.env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        probe = submit(["ray", "job", "submit", "--address", address, "--no-wait", "--", "true"])
         if probe.returncode == 0:
             return
         time.sleep(1)
     said = "" if probe is None else (probe.stdout + probe.stderr)[-2000:]
-    raise TimeoutError(f"the job agent of {head.address} did not come up in {timeout:.0f} s; last probe:\n{said}")
+    raise TimeoutError(f"the job agent of {address} did not come up in {timeout:.0f} s; last probe:\n{said}")
+
+
+def _submit_here(head: Head) -> Callable[[list[str]], subprocess.CompletedProcess]:
+    def submit(argv: list[str]) -> subprocess.CompletedProcess:
+        argv = [str(VENV_BIN / argv[0]), *argv[1:]]
+        return subprocess.run(argv, env=head.env, capture_output=True, text=True, timeout=60)
+
+    return submit
 
 
 @contextlib.contextmanager
@@ -126,7 +133,7 @@ def ray_head(num_cpus: int = 4, num_gpus: int = 2, jobs: bool = True) -> Iterato
             raise RuntimeError(f"`ray start` exited with {started.returncode}:\n{started.stderr[-3000:]}")
         head = Head(f"http://127.0.0.1:{dashboard_port}", env, temp_dir, f"127.0.0.1:{gcs_port}")
         if jobs:
-            _wait_for_job_agent(head)
+            wait_for_job_agent(_submit_here(head), head.address, timeout=240.0)
         yield head
     finally:
         stop_processes_using(temp_dir)

@@ -19,15 +19,12 @@ import json
 import os
 import re
 import secrets
-import shutil
 import subprocess
 import zipfile
 
-import optuna
 import pytest
 
-from tests.deploy.postgres_server import postgres_server, unavailable
-from tests.deploy.ray_head import VENV_BIN, processes_using, ray_head
+from tests.deploy.ray_head import VENV_BIN
 from tests.distributed.helpers import experiment
 from tests.helpers import REPO, files_containing
 from xdrl.cli import main
@@ -201,93 +198,3 @@ def test_a_password_in_the_url_is_stored_and_printed_as_stars_and_resume_needs_i
 
 # ---------------------------------------------------------------------------------------------
 # End to end on a real head
-
-
-@pytest.fixture(scope="module")
-def node_secrets(tmp_path_factory):
-    """What a launcher puts on the node: a W&B key file (0600), and the study's password for its environment."""
-    directory = tmp_path_factory.mktemp("node-secrets")
-    key, password = wandb_canary(), password_canary()
-    key_file = directory / "wandb-api-key"
-    key_file.write_text(key + "\n")
-    key_file.chmod(0o600)
-    return {"key": key, "key_file": key_file, "password": password}
-
-
-@pytest.fixture(scope="module")
-def head(node_secrets):
-    """A head whose environment names the key file and holds the study's password (as a launcher sets both)."""
-    saved = {name: os.environ.get(name) for name in (WANDB_API_KEY_FILE_ENV, STUDY_PASSWORD_ENV)}
-    os.environ[WANDB_API_KEY_FILE_ENV] = str(node_secrets["key_file"])
-    os.environ[STUDY_PASSWORD_ENV] = node_secrets["password"]
-    try:
-        with ray_head() as running:
-            yield running
-        temp_dir = running.temp_dir
-    finally:
-        for name, value in saved.items():
-            os.environ.pop(name, None) if value is None else os.environ.__setitem__(name, value)
-    assert processes_using(temp_dir) == []  # the head this module started is gone
-
-
-def working_copy(tmp_path, canary: str):
-    """The code a user submits from (a copy of this checkout, no .gitignore), with secret files planted in it."""
-    root = tmp_path / "checkout"
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for name in ("xdrl", "configs"):
-        shutil.copytree(REPO / name, root / name, symlinks=True, ignore=ignore)
-    plant_secrets(root, canary)
-    return root
-
-
-def job_views(head, job_id: str) -> str:
-    """What anyone with the job API sees: the job list, the job's verbose status and its logs."""
-    said = []
-    for args in (["list"], ["status", "--verbose", job_id], ["logs", job_id]):
-        done = subprocess.run(
-            [str(VENV_BIN / "ray"), "job", *args[:1], "--address", head.address, *args[1:]],
-            env=head.env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert done.returncode == 0, done.stderr[-2000:]
-        said.append(done.stdout + done.stderr)
-    return "\n".join(said)
-
-
-def submit_sweep(head, tmp_path, name: str, *extra: str, canary: str) -> tuple[str, str]:
-    """A 2-trial sweep sent with submit.sh from a working copy; the submitter's shell has WANDB_API_KEY set."""
-    checkout = working_copy(tmp_path, canary)
-    env = {k: v for k, v in head.env.items() if k not in (WANDB_API_KEY_FILE_ENV, STUDY_PASSWORD_ENV)}
-    env["WANDB_API_KEY"] = canary  # the user's own shell: it must not travel with the job
-    args = experiment(tmp_path / "storage", name, "search.num_samples=2", "search.scheduler=none", *extra)
-    done = submit("--address", head.address, "--wait", "--", "tune", *args, env=env, cwd=checkout, timeout=900)
-    output = done.stdout + done.stderr
-    assert done.returncode == 0, output[-5000:]
-    return re.search(r"^job: (\S+)", done.stdout, re.M).group(1), output
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(unavailable() is not None, reason=f"PostgreSQL: {unavailable()}")
-def test_the_study_password_reaches_optuna_from_the_head_and_nothing_else(head, node_secrets, tmp_path):
-    password = node_secrets["password"]
-    with postgres_server(password) as server:
-        refused = submit(
-            "--address", head.address, "--", "tune", f"search.study.storage={server.url(password)}", env=head.env
-        )
-        assert refused.returncode == 2 and password not in refused.stdout + refused.stderr
-
-        storage = f"search.study.storage={server.url()}"  # no password: the head has it
-        job_id, output = submit_sweep(head, tmp_path, "pgjob", storage, canary=wandb_canary())
-        study = optuna.load_study(study_name="pgjob", storage=server.url(password))
-        assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
-
-    views = job_views(head, job_id)
-    shown = server.url().replace("xdrl@", "xdrl:***@")
-    assert f"optuna study: {shown} (study pgjob, password from XDRL_STUDY_PASSWORD)" in views
-    assert password not in views and password not in output
-    experiment_dir = tmp_path / "storage" / "pgjob"
-    assert list(experiment_dir.glob("tuner.pkl")) and list(experiment_dir.glob("searcher-state-*.pkl"))
-    assert f"storage: {server.url()}\n" in (experiment_dir / BASE_CONFIG).read_text()  # as given: no password
-    assert files_containing(password, head.temp_dir, tmp_path / "storage") == []

@@ -6,7 +6,7 @@ import functools
 import pathlib
 from typing import Any
 
-from torchrl.envs import TransformedEnv
+from torchrl.envs import SerialEnv, TransformedEnv
 
 from xdrl.builder.algorithms import AlgorithmParts
 from xdrl.builder.envs import make_env
@@ -71,3 +71,15 @@ def read_csv_scalars(log_dir: pathlib.Path, exp_name: str) -> dict[str, list[tup
         rows = [line.split(",") for line in path.read_text().splitlines() if line]
         scalars[name] = [(int(step), float(value)) for step, value in rows]
     return scalars
+
+
+class CountingSerialEnv(SerialEnv):
+    """A real batched env that records how often close() reaches it (closing it twice raises)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.close_calls = 0
+
+    def close(self, *, raise_if_closed=True):
+        self.close_calls += 1
+        super().close(raise_if_closed=raise_if_closed)

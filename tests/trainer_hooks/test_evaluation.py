@@ -9,7 +9,7 @@ from torchrl.envs.utils import ExplorationType, exploration_type
 from torchrl.record.loggers.csv import CSVLogger
 
 from tests.helpers import TINY
-from tests.trainer_hooks.helpers import cartpole_env
+from tests.trainer_hooks.helpers import CountingSerialEnv, cartpole_env
 from xdrl.builder.experiment import build
 from xdrl.builder.metrics import read_metrics_file
 from xdrl.config import compose_config, validate
@@ -143,18 +143,6 @@ def test_parallel_env_is_accepted_by_rollout():
 
 
 # --- close(): closes the environment, any number of times ------------------------------------------------------------
-
-
-class CountingSerialEnv(SerialEnv):
-    """A real batched env that records how often close() reaches it (closing it twice raises)."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.close_calls = 0
-
-    def close(self, *, raise_if_closed=True):
-        self.close_calls += 1
-        super().close(raise_if_closed=raise_if_closed)
 
 
 class FlaglessEnv:

@@ -3,9 +3,15 @@
 import pytest
 import torch
 from tensordict import TensorDict
-from torchrl.envs import SerialEnv
 
-from tests.trainer_hooks.helpers import cartpole_dqn, cartpole_env, cartpole_ppo, read_csv_scalars, validated
+from tests.trainer_hooks.helpers import (
+    CountingSerialEnv,
+    cartpole_dqn,
+    cartpole_env,
+    cartpole_ppo,
+    read_csv_scalars,
+    validated,
+)
 from xdrl.builder.experiment import build
 from xdrl.builder.metrics import read_metrics_file
 from xdrl.config import compose_config, validate
@@ -126,18 +132,6 @@ def test_trainer_checkpoint_round_trips_all_hook_state(tmp_path, algo):
 
 
 # --- close(): the evaluation hook set too, any number of times --------------------------------------------------------
-
-
-class CountingSerialEnv(SerialEnv):
-    """A real batched env that records how often close() reaches it (closing it twice raises)."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.close_calls = 0
-
-    def close(self, *, raise_if_closed=True):
-        self.close_calls += 1
-        super().close(raise_if_closed=raise_if_closed)
 
 
 def test_close_closes_the_evaluation_hook_set_once():
