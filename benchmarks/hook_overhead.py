@@ -23,12 +23,18 @@ Two measures are printed, because a shared 2-core VM moves single runs by
 - in-run accounting: inside every hooked run, the wall time spent in the xdrl
   hook ops themselves, and the ratio ``1 - hook_time / run_time``.
 
-    python benchmarks/hook_overhead.py [--frames 5120] [--rounds 6]
+With ``--eval-interval FRAMES`` the hooked side also evaluates (``hooks.eval``,
+``--eval-episodes`` episodes side by side, CartPole's 500-step cap): the ratio then
+says what the evaluations cost on top of the hook set, and the in-run accounting
+splits the evaluations' own time from the other hooks'.
+
+    python benchmarks/hook_overhead.py [--frames 5120] [--rounds 6] [--eval-interval 0] [--eval-episodes 5]
 """
 
 from __future__ import annotations
 
 import argparse
+import pathlib
 import statistics
 import tempfile
 import time
@@ -36,6 +42,7 @@ from typing import Any
 
 from xdrl.builder.experiment import build, build_algorithm, prepare_process
 from xdrl.config import ValidatedExperiment, compose_config, validate
+from xdrl.records.lineage import METRICS_FILE, read_jsonl
 
 STAGES = [
     "_batch_process_ops",
@@ -74,8 +81,8 @@ def _account(trainer: Any, spent: list[float]) -> None:
         ops[:] = [(timed(op) if _is_xdrl_op(op) else op, kwargs) for op, kwargs in ops]
 
 
-def benchmark_config(frames: int) -> ValidatedExperiment:
-    """The ``cartpole_ppo`` preset at the benchmark's sizes; hooks without evaluation, no logger but metrics.jsonl."""
+def benchmark_config(frames: int, eval_interval: int = 0, eval_episodes: int = 5) -> ValidatedExperiment:
+    """The ``cartpole_ppo`` preset at the benchmark's sizes; no logger but metrics.jsonl; evaluation if asked."""
     return validate(
         compose_config(
             [
@@ -86,7 +93,8 @@ def benchmark_config(frames: int) -> ValidatedExperiment:
                 "algo.epochs=4",
                 "seed=0",
                 "resources.num_threads=1",  # one core per trainer: less scheduler noise on small machines
-                "hooks.eval.interval_frames=0",
+                f"hooks.eval.interval_frames={eval_interval}",
+                f"hooks.eval.episodes={eval_episodes}",
                 "hooks.policy_checkpoint.interval=5",
                 "logger=none",
             ]
@@ -94,8 +102,8 @@ def benchmark_config(frames: int) -> ValidatedExperiment:
     )
 
 
-def timed_run(validated: ValidatedExperiment, hooks: bool) -> tuple[float, float]:
-    """(wall seconds of ``train()``, seconds of it spent inside xdrl hooks)."""
+def timed_run(validated: ValidatedExperiment, hooks: bool) -> tuple[float, float, float]:
+    """(wall seconds of ``train()``, seconds of it inside xdrl hooks, seconds of those in evaluations)."""
     spent = [0.0]
     with tempfile.TemporaryDirectory(prefix="xdrl-hook-overhead-") as output_dir:
         if hooks:
@@ -106,24 +114,33 @@ def timed_run(validated: ValidatedExperiment, hooks: bool) -> tuple[float, float
             trainer = build_algorithm(validated, "cpu", logger=None).trainer
         start = time.perf_counter()
         trainer.train()
-        return time.perf_counter() - start, spent[0]
+        seconds = time.perf_counter() - start
+        evaluating = 0.0
+        if hooks:
+            rows = read_jsonl(pathlib.Path(output_dir) / METRICS_FILE)
+            evaluating = sum(row.get("timers/eval/deterministic/evaluation_time", 0.0) for row in rows)
+        return seconds, spent[0], evaluating
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=5_120)
     parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--eval-interval", type=int, default=0, help="frames between evaluations (0: none)")
+    parser.add_argument("--eval-episodes", type=int, default=5)
     args = parser.parse_args()
-    validated = benchmark_config(args.frames)
+    validated = benchmark_config(args.frames, args.eval_interval, args.eval_episodes)
     timed_run(benchmark_config(1024), hooks=True)  # warm-up (imports, allocator)
     bare: list[float] = []
     hooked: list[tuple[float, float]] = []
+    evaluating: list[float] = []
     for round_index in range(args.rounds):
         order = (False, True) if round_index % 2 == 0 else (True, False)
         for with_hooks in order:
-            seconds, in_hooks = timed_run(validated, with_hooks)
+            seconds, in_hooks, in_evaluations = timed_run(validated, with_hooks)
             if with_hooks:
                 hooked.append((seconds, in_hooks))
+                evaluating.append(in_evaluations)
             else:
                 bare.append(seconds)
         print(
@@ -142,6 +159,15 @@ def main() -> None:
     print(
         f"in-run accounting: hooks take {100 * share:.2f}% of the hooked runs' time, ratio {1 - share:.4f} (goal >= 0.98)"
     )
+    if args.eval_interval:
+        total = sum(s for s, _ in hooked)
+        evaluations = args.frames // args.eval_interval
+        eval_share = sum(evaluating) / total
+        print(
+            f"evaluations ({evaluations} per run of {args.eval_episodes} episodes): "
+            f"{sum(evaluating) / len(evaluating) / evaluations:.2f} s each, {100 * eval_share:.2f}% of the hooked runs' time; "
+            f"the other hooks {100 * (share - eval_share):.2f}%"
+        )
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@
     xdrl tune --resume runs/tune/cartpole_ppo-20261125-1010 restore an interrupted search
     xdrl report runs/tune/cartpole_ppo-20261125-1010        what the search found: report/report.md
     xdrl confirm runs/tune/cartpole_ppo-20261125-1010 --top 3 --seeds 5   the best ones again, over seeds
+    xdrl eval runs/cartpole_ppo/20261125-101010 --episodes 10 --video play.mp4   play a saved policy
+    xdrl eval runs/tune/cartpole_ppo-20261125-1010 --best                       the best trial's final policy
     xdrl demo --frames 20480                                PPO on CartPole (cartpole_ppo), full hook set, W&B
     xdrl drain --timeout 100                                on a node about to be preempted: trials checkpoint, hand over
 
@@ -32,6 +34,9 @@ def _quiet_third_parties() -> None:
     os.environ.setdefault("WANDB_SILENT", "true")
     os.environ.setdefault("RL_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("RL_WARNINGS", "False")
+    # Rendering envs start pygame, whose SDL looks for a sound card and a display xdrl never uses.
+    os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     logging.getLogger("torchrl").setLevel(logging.WARNING)
 
 
@@ -130,6 +135,28 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval(args: argparse.Namespace) -> int:
+    from xdrl import policy_eval
+    from xdrl.config.errors import ConfigError
+
+    policy_eval.check_episodes(args.episodes)
+    path = args.path
+    if args.best:
+        from xdrl.report.build import best_trial
+        from xdrl.report.data import load_experiment
+
+        trial = best_trial(load_experiment(args.path))
+        if trial is None or trial.directory is None:
+            raise ConfigError("--best", args.path, "a Tune experiment with a trial that reported the search metric")
+        path = trial.directory
+    target = policy_eval.locate(path, args.config)
+    result = policy_eval.evaluate(
+        target, episodes=args.episodes, stochastic=args.stochastic, seed=args.seed, video=args.video
+    )
+    print(policy_eval.to_json(result) if args.json else policy_eval.render(result))
+    return 0
+
+
 def _drain(args: argparse.Namespace) -> int:
     from xdrl.distributed import drain
 
@@ -169,6 +196,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--episodes", type=int, default=10, help="final evaluation episodes per run (default: %(default)s)"
     )
     confirm.set_defaults(func=_confirm)
+
+    play = commands.add_parser("eval", help="play a saved policy: returns, lengths, a video")
+    play.add_argument(
+        "path",
+        metavar="PATH",
+        help="a run directory (its newest policy), a policy file, or with --best a tune experiment directory",
+    )
+    play.add_argument("--episodes", type=int, default=10, help="episodes, side by side (default: %(default)s)")
+    play.add_argument("--stochastic", action="store_true", help="sample actions (default: the policy's mode)")
+    play.add_argument("--seed", type=int, default=None, help="first seed (default: the run's evaluation seed)")
+    play.add_argument("--video", metavar="FILE", help="record the first episode: .mp4 (needs xdrl[video]) or .gif")
+    play.add_argument("--json", action="store_true", help="print one JSON object")
+    play.add_argument("--best", action="store_true", help="PATH is a tune experiment: its best trial's final policy")
+    play.add_argument("--config", metavar="FILE", help="the run's config.yaml (default: the one above policies/)")
+    play.set_defaults(func=_eval)
 
     demo = commands.add_parser(
         "demo", help="train PPO on CartPole-v1 (the cartpole_ppo preset) with the full xdrl hook set"

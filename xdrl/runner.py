@@ -18,9 +18,9 @@ from xdrl.config.loading import with_new_defaults
 from xdrl.config.schema import to_dict
 from xdrl.config.validation import check_device_here, check_output_dir
 from xdrl.records.atomic import atomic_write_text
+from xdrl.records.runs import CONFIG_FILE, write_run_config
 
 _log = logging.getLogger(__name__)
-CONFIG_FILE = "config.yaml"
 
 
 @dataclasses.dataclass
@@ -76,12 +76,15 @@ def prepare_new_run(overrides: Sequence[str]) -> tuple[ValidatedExperiment, path
             "output_dir", str(output_dir), f"a new directory (to continue this run: xdrl train --resume {output_dir})"
         )
     check_output_dir(output_dir)
+    from xdrl.builder.warm_start import check_warm_start
+
+    check_warm_start(validated)
     if config.logger.run_id is None:
         config.logger.run_id = uuid.uuid4().hex[:12]  # stored, so --resume continues the same W&B run
     created = [p for p in (output_dir, *output_dir.parents) if not p.exists()]
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(output_dir / CONFIG_FILE, yaml.safe_dump(to_dict(config), sort_keys=False))
+        write_run_config(output_dir, to_dict(config))
     except OSError as error:
         # What the check above cannot see (a full disk, a server refusing root): leave no half-made run.
         for made in created:

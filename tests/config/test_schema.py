@@ -62,9 +62,12 @@ def test_schema_dataclasses_carry_no_defaults():
 def test_hook_config_fields_match_hook_parameters():
     eval_params = set(inspect.signature(LoggingEvaluationHookSet).parameters)
     renamed = {"video": "render", "interval_frames": "interval_frames"}
+    from xdrl.builder.experiment import make_eval_env
     from xdrl.config.schema import EvalConfig
 
-    for name in _fields(EvalConfig):
+    # hooks.eval.episodes is the evaluation environment's batch size, not a hook parameter.
+    assert "episodes" in inspect.signature(make_eval_env).parameters
+    for name in _fields(EvalConfig) - {"episodes"}:
         assert renamed.get(name, name) in eval_params, name
     checkpoint_params = set(inspect.signature(PolicyCheckpointHook).parameters)
     from xdrl.config.schema import PolicyCheckpointConfig

@@ -34,7 +34,15 @@ CASES = {
         ["collector.frames_per_batch=-256"],
         r"collector.frames_per_batch=-256 is not accepted: expected a positive number",
     ),
-    "non-positive learning rate": (["algo.lr=0"], r"algo.lr=0.0 is not accepted: expected a positive number"),
+    "negative learning rate": (["algo.lr=-0.001"], r"algo.lr=-0.001 is not accepted: expected 0 or more"),
+    "no evaluation episodes": (
+        ["hooks.eval.episodes=0"],
+        r"hooks.eval.episodes=0 is not accepted: expected a positive number",
+    ),
+    "missing warm-start policy": (
+        ["init.policy=/nonexistent/policy.pt"],
+        r"init.policy='/nonexistent/policy.pt' is not accepted: expected null, a policy checkpoint file or a run directory with one \(/nonexistent/policy.pt does not exist\)",
+    ),
     "eval interval not a multiple": (
         ["collector.frames_per_batch=1000", "hooks.eval.interval_frames=2500"],
         r"hooks.eval.interval_frames=2500 is not accepted: expected a multiple of collector.frames_per_batch=1000",

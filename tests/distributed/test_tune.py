@@ -136,6 +136,23 @@ def test_preflight_errors_name_what_exists(tmp_path):
         tuner.plan(experiment(tmp_path, "x", "search.space={algo:{minibatch_size:{type:choice,values:[64,512]}}}"))
     with pytest.raises(Exception, match=r"search=None is not accepted"):
         tuner.plan(["experiment=cartpole_ppo"])
+    # A warm start loads one file into every trial: no searched key may change the network's shapes.
+    policy = tmp_path / "policy.pt"
+    policy.write_bytes(b"")
+    with pytest.raises(Exception, match=r"search.space='algo.hidden_sizes' is not accepted: expected keys that keep"):
+        tuner.plan(
+            experiment(
+                tmp_path,
+                "x",
+                f"init.policy={policy}",
+                "search.space={algo:{hidden_sizes:{type:choice,values:[[8],[16]]}}}",
+            )
+        )
+    with pytest.raises(
+        Exception, match=r"init.policy='.*policy.pt' is not accepted: expected a policy checkpoint of xdrl"
+    ):
+        tuner.plan(experiment(tmp_path, "x", f"init.policy={policy}"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["policy.pt"]  # nothing written
 
 
 @pytest.mark.slow

@@ -113,6 +113,31 @@ def _base_env(config: EnvConfig, render: bool) -> EnvBase:
     return GymEnv(config.id, **kwargs)
 
 
+def render_problem(config: EnvConfig) -> str | None:
+    """Why the environment cannot render rgb frames (``render_mode="rgb_array"``), or ``None`` when it can.
+
+    Checked on one gymnasium instance: ``rgb_array`` among its render modes, and a first frame.
+    """
+    import gymnasium
+
+    register_mo_gymnasium()
+    try:
+        env = gymnasium.make(config.id, render_mode="rgb_array")
+    except Exception as error:  # noqa: BLE001 - whatever the env's renderer raises (DependencyNotInstalled, ...)
+        return f"{type(error).__name__}: {error}"
+    try:
+        modes = env.unwrapped.metadata.get("render_modes") or []
+        if "rgb_array" not in modes:
+            return f"its render modes are {', '.join(modes) or 'none'}"
+        env.reset(seed=0)
+        frame = env.render()
+    except Exception as error:  # noqa: BLE001 - the reason becomes the user's one-line error
+        return f"{type(error).__name__}: {error}"
+    finally:
+        env.close()
+    return None if frame is not None else "render() returned no frame"
+
+
 def make_env(
     config: EnvConfig,
     info: EnvInfo,
@@ -134,12 +159,12 @@ def make_env(
         info: what :func:`inspect_env` found.
         seed: environment seed.
         num_envs: environments stepped together (``config.num_envs`` by default).
-        render: create the env with ``render_mode="rgb_array"`` (single env only).
+        render: create the envs with ``render_mode="rgb_array"``.
         observation_norm: ``(loc, scale)`` for observation normalisation.
     """
     num_envs = config.num_envs if num_envs is None else num_envs
     if num_envs > 1:
-        base: EnvBase = SerialEnv(num_envs, functools.partial(_base_env, config, False))
+        base: EnvBase = SerialEnv(num_envs, functools.partial(_base_env, config, render))
     else:
         base = _base_env(config, render)
     transforms: list[Transform] = []

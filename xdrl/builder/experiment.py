@@ -25,6 +25,7 @@ from xdrl.builder.checkpointing import PREEMPTED, TrainerCheckpointHook, remove_
 from xdrl.builder.envs import EPISODE_VECTOR_REWARD, VECTOR_REWARD, make_env, observation_statistics
 from xdrl.builder.loggers import make_csv_logger, make_wandb_logger
 from xdrl.builder.metrics import MetricsRouter
+from xdrl.builder.warm_start import load_policy_state
 from xdrl.config.algorithms import ALGORITHMS
 from xdrl.config.validation import ValidatedExperiment
 from xdrl.records.atomic import remove_partial_writes
@@ -127,10 +128,44 @@ def build_algorithm(
     )
 
 
+#: The evaluation environments' seed is the run's seed plus this: evaluations start from other
+#: states than training does, and every evaluation of a run from the same ones (the hooks reseed).
+EVAL_SEED_OFFSET = 10_000
+
+
+def eval_seed(config: Any) -> int:
+    """The seed every evaluation of a run starts from (``xdrl eval`` uses it by default)."""
+    return config.seed + EVAL_SEED_OFFSET
+
+
+def make_eval_env(
+    validated: ValidatedExperiment,
+    observation_norm: Any,
+    *,
+    episodes: int | None = None,
+    render: bool | None = None,
+) -> Any:
+    """The evaluation environment: ``episodes`` (default ``hooks.eval.episodes``) environments side by side.
+
+    Seeded with :func:`eval_seed`; ``render`` (default ``hooks.eval.video``) creates them
+    with ``render_mode="rgb_array"``.
+    """
+    config = validated.config
+    return make_env(
+        config.env,
+        validated.env_info,
+        seed=eval_seed(config),
+        num_envs=config.hooks.eval.episodes if episodes is None else episodes,
+        render=config.hooks.eval.video if render is None else render,
+        observation_norm=observation_norm,
+    )
+
+
 def logging_hook_set(validated: ValidatedExperiment, policy: Any, eval_env: Any) -> LoggingHookSet:
     """The experiment's metric hooks (collection, training, counters, timers, evaluation), not registered.
 
-    With ``hooks.eval.interval_frames`` set, the evaluation set plays ``policy`` on ``eval_env``.
+    With ``hooks.eval.interval_frames`` set, the evaluation set plays ``policy`` on ``eval_env``
+    (see :func:`make_eval_env`), every evaluation from the same seed.
     """
     config, info = validated.config, validated.env_info
     hooks_config = config.hooks
@@ -149,6 +184,7 @@ def logging_hook_set(validated: ValidatedExperiment, policy: Any, eval_env: Any)
             video_fps=hooks_config.eval.video_fps,
             reward_key=("next", "reward"),  # the scalarized reward of a multi-objective env
             reduce_stats=hooks_config.reduce_stats,
+            seed=eval_seed(config),
         )
     return LoggingHookSet(
         group=hooks_config.group,
@@ -186,18 +222,7 @@ def build(
 
     # Environments ------------------------------------------------------------------------
     norm = observation_statistics(config.env, info, seed=config.seed) if config.env.normalize_observations else None
-    eval_env = (
-        make_env(
-            config.env,
-            info,
-            seed=config.seed + 10_000,
-            num_envs=1,
-            render=config.hooks.eval.video,
-            observation_norm=norm,
-        )
-        if config.hooks.eval.interval_frames
-        else None
-    )
+    eval_env = make_eval_env(validated, norm) if config.hooks.eval.interval_frames else None
 
     # Metrics: every metric goes through the router to the configured loggers ---------
     loggers: dict[str, Any] = {}
@@ -211,6 +236,9 @@ def build(
     parts = build_algorithm(validated, device, logger=router, observation_norm=norm, progress_bar=progress_bar)
     trainer = parts.trainer
     ensure_shutdown_on_error(trainer)
+    if config.init.policy is not None:
+        # A warm start; a restore (which comes after build) replaces these weights with its own.
+        load_policy_state(validated, parts, config.init.policy, "init.policy")
 
     # Hooks, in stage order -----------------------------------------------------------
     router.register(trainer)  # first batch_process op: the iteration starts
@@ -222,9 +250,17 @@ def build(
         interval=hooks_config.policy_checkpoint.interval,
         policy_path=hooks_config.policy_checkpoint.policy_path or parts.policy_path,
         prefix=hooks_config.policy_checkpoint.prefix,
-        meta={"experiment": config.name, "algo": validated.algo.name, "env": config.env.id, "seed": config.seed},
+        meta={
+            "experiment": config.name,
+            "algo": validated.algo.name,
+            "env": config.env.id,
+            "seed": config.seed,
+            "policy_path": hooks_config.policy_checkpoint.policy_path or parts.policy_path,
+        },
     )
     policies.register(trainer)
+    # The final policy also when the run's last iteration is not a multiple of the interval.
+    trainer.register_op("post_steps", functools.partial(_save_final_policy, trainer, policies))
     trainer.register_op("post_steps_log", router.end_iteration)  # metrics.jsonl row of the iteration
     if "wandb" in loggers:
         WandbFlushHook().register(trainer)  # ... and its W&B row
@@ -240,6 +276,15 @@ def build(
         checkpoints.on_stop.append(functools.partial(mark_wandb_preempting, loggers["wandb"]))
         WandbFinishHook().register(trainer)
     return Experiment(validated, output_dir, device, trainer, parts, hooks, router, checkpoints, policies, run_id)
+
+
+def _save_final_policy(trainer: Trainer, policies: PolicyCheckpointHook) -> None:
+    if (
+        policies.interval > 0
+        and trainer.collected_frames >= trainer.total_frames
+        and policies.num_calls % policies.interval
+    ):
+        policies.save()
 
 
 def mark_wandb_preempting(logger: Any, reason: str) -> None:
@@ -279,21 +324,14 @@ def restore(experiment: Experiment, payload: dict[str, Any] | None) -> int:
 
 
 def evaluate(experiment: Experiment, episodes: int, *, seed_offset: int = 20_000) -> list[float]:
-    """Returns of ``episodes`` deterministic episodes of the trained policy on a fresh environment."""
-    from torchrl.envs.utils import ExplorationType, set_exploration_type
+    """Returns of ``episodes`` deterministic episodes of the trained policy on fresh environments (side by side)."""
+    from xdrl.trainer_hooks.evaluation import play_episodes
 
     config, info = experiment.config, experiment.validated.env_info
-    norm = None
-    if config.env.normalize_observations:
-        norm = observation_statistics(config.env, info, seed=config.seed)
-    returns = []
-    policy = experiment.parts.policy
-    env = make_env(config.env, info, seed=config.seed + seed_offset, num_envs=1, observation_norm=norm)
+    norm = observation_statistics(config.env, info, seed=config.seed) if config.env.normalize_observations else None
+    env = make_env(config.env, info, seed=config.seed + seed_offset, num_envs=episodes, observation_norm=norm)
     try:
-        with torch.no_grad(), set_exploration_type(ExplorationType.DETERMINISTIC):
-            for _ in range(episodes):
-                rollout = env.rollout(100_000, policy=policy, auto_cast_to_device=True)
-                returns.append(float(rollout["next", "reward"].sum()))
+        played = play_episodes(experiment.parts.policy, env, max_steps=config.hooks.eval.max_steps, deterministic=True)
     finally:
         env.close()
-    return returns
+    return [float(value) for value in played.returns(played.rollout["next", "reward"]).reshape(-1)]

@@ -23,6 +23,7 @@ FROZEN_ON_RESUME: dict[str, str] = {
     "algo.buffer_size": "the saved replay buffer has this capacity",
     "algo.anneal_lr": "the learning-rate schedule (or its absence) is part of the saved optimizer state",
     "collector.frames_per_batch": "the run's iterations, counters and checkpoints count batches of this size",
+    "init": "the run started from these weights; its checkpoint holds what it learned since",
     "seed": "the run's random streams continue from its checkpoint",
     "name": "it names the run and its W&B group",
     "output_dir": "the run stays in its directory",

@@ -51,6 +51,8 @@ class EvalConfig:
 
     interval_frames: int
     max_steps: int
+    #: Episodes per evaluation, played side by side (a batched env), each to its end or ``max_steps``.
+    episodes: int
     deterministic: bool
     non_deterministic: bool
     video: bool
@@ -77,6 +79,15 @@ class HooksConfig:
     reduce_stats: bool | None
     eval: EvalConfig
     policy_checkpoint: PolicyCheckpointConfig
+
+
+@dataclasses.dataclass
+class InitConfig:
+    """Where training starts from."""
+
+    #: A policy checkpoint file, or a run directory (its newest policy file), whose weights the
+    #: policy starts from (a warm start); stored as the resolved file. ``null``: fresh weights.
+    policy: str | None
 
 
 @dataclasses.dataclass
@@ -171,6 +182,7 @@ class ExperimentConfig:
     name: str
     seed: int
     output_dir: str
+    init: InitConfig
     env: EnvConfig
     #: Validated against the algorithm registry (``algo.name`` picks the schema).
     algo: dict[str, Any]

@@ -204,6 +204,22 @@ def check_space_keys(dimensions: list[Dimension], base: dict[str, Any]) -> None:
             )
 
 
+#: Searched keys that change the shapes of the policy's tensors (or what they mean).
+SHAPE_KEYS = ("algo.name", "algo.hidden_sizes", "env.")
+
+
+def check_space_keeps_shapes(dimensions: list[Dimension]) -> None:
+    """With ``init.policy``, no searched key may change the policy network's shapes: every trial loads the file."""
+    for dimension in dimensions:
+        if any(dimension.key == key or (key.endswith(".") and dimension.key.startswith(key)) for key in SHAPE_KEYS):
+            raise ConfigError(
+                "search.space",
+                dimension.key,
+                "keys that keep the policy network's shapes with init.policy (every trial starts from its weights; "
+                "not algo.name, algo.hidden_sizes or env.*)",
+            )
+
+
 def check_space_values(dimensions: list[Dimension], base: dict[str, Any], seed: int) -> None:
     """The experiment config must accept values from every part of the space, before any trial starts.
 

@@ -152,7 +152,9 @@ def _check_budgets(config: ExperimentConfig) -> None:
         f"a multiple of collector.frames_per_batch={collector.frames_per_batch} (or 0 to disable evaluation)",
     )
     if eval_config.interval_frames:
-        _positive(eval_config, "hooks.eval", "max_steps", "video_fps")
+        _positive(eval_config, "hooks.eval", "max_steps", "video_fps", "episodes")
+        # The episodes are environments of one batched evaluation env.
+        _at_most("hooks.eval.episodes", eval_config.episodes, MAX_NUM_ENVS, "episodes")
     _require(
         config.hooks.policy_checkpoint.interval >= 0,
         "hooks.policy_checkpoint.interval",
@@ -197,6 +199,9 @@ def _check_algorithm(config: ExperimentConfig, algorithm: Any, algo: Any, env_in
             _require(0 <= value <= 1, key, value, "a number between 0 and 1")
         elif field.name in {"entropy_coef", "critic_coef"}:
             _require(value >= 0, key, value, "0 or more")
+        elif field.name == "lr":
+            # 0 keeps the weights as they are: a warm start (init.policy) evaluated as it was loaded.
+            _require(value >= 0, key, value, "0 or more")
         elif isinstance(value, int | float) and not isinstance(value, bool):
             _require(value > 0, key, value, "a positive number")
             if field.name in ALGO_MAXIMA:
@@ -214,6 +219,20 @@ def _check_algorithm(config: ExperimentConfig, algorithm: Any, algo: Any, env_in
         )
 
 
+def _check_init(config: ExperimentConfig) -> None:
+    """``init.policy`` names a policy file (kept as the resolved file, so the record says what was loaded)."""
+    from xdrl.records.runs import PolicyFileError, resolve_policy
+
+    if config.init.policy is None:
+        return
+    try:
+        config.init.policy = str(resolve_policy(config.init.policy))
+    except PolicyFileError as error:
+        raise ConfigError(
+            "init.policy", config.init.policy, f"null, a policy checkpoint file or a run directory with one ({error})"
+        ) from error
+
+
 def validate(raw: dict[str, Any]) -> ValidatedExperiment:
     """Turn a composed config into typed objects and check it, before anything is built.
 
@@ -223,6 +242,7 @@ def validate(raw: dict[str, Any]) -> ValidatedExperiment:
     config = from_mapping(ExperimentConfig, raw)
     _check_names(config)
     _check_budgets(config)
+    _check_init(config)
     # The env check imports gymnasium (seconds): after the checks that need nothing.
     from xdrl.config.environments import inspect_env
 

@@ -21,6 +21,7 @@ from xdrl.config.search import (
     check_asha_iterations,
     check_grid,
     check_metrics,
+    check_space_keeps_shapes,
     check_space_keys,
     check_space_values,
     parse_dimensions,
@@ -28,7 +29,7 @@ from xdrl.config.search import (
 )
 from xdrl.config.validation import check_output_dir
 from xdrl.records import experiment as experiment_files
-from xdrl.records.experiment import BASE_CONFIG, is_uri, read_base_config
+from xdrl.records.experiment import BASE_CONFIG, is_uri, read_base_config, with_override
 
 
 def iterations_of(total_frames: int, frames_per_batch: int) -> int:
@@ -79,9 +80,19 @@ def plan(overrides: Sequence[str], *, check_schema: bool = True) -> TunePlan:
             "auto or cpu for xdrl tune (Ray gives each trial its GPUs through resources.gpus_per_trial; auto uses them)",
         )
     dimensions = parse_dimensions(search.space)
+    if validated.config.init.policy is not None:
+        # Every trial starts from the same weights: the file as validation resolved it, in the base and in
+        # the overrides the best trial's `xdrl train` line is made of.
+        check_space_keeps_shapes(dimensions)
+        raw["init"]["policy"] = validated.config.init.policy
+        overrides = with_override(overrides, "init.policy", validated.config.init.policy)
     check_grid(search, dimensions)
     check_space_keys(dimensions, base)
     check_space_values(dimensions, base, search.seed)
+    if validated.config.init.policy is not None:
+        from xdrl.builder.warm_start import check_warm_start
+
+        check_warm_start(validated)
     if check_schema:
         from xdrl.builder.schema import metric_schema
 

@@ -14,11 +14,13 @@ import socket
 import time
 from typing import Any
 
+from xdrl.config.schema import to_dict
 from xdrl.config.search import with_values
 from xdrl.distributed.bridge import CHECKPOINT_FILE, TuneReportHook
 from xdrl.distributed.worker import TrialPreempted, running_trial, trainable_class  # noqa: F401 - the tuner's
 from xdrl.records.atomic import atomic_write_text
 from xdrl.records.experiment import TRIAL_INFO
+from xdrl.records.runs import write_run_config
 
 _log = logging.getLogger(__name__)
 
@@ -104,6 +106,8 @@ def run_trial(
     # The trial's own trainer checkpoints: only the newest; Tune keeps the reported ones in its storage.
     experiment = build(validated, output_dir=output_dir, run_id=validated.config.logger.run_id)
     experiment.checkpoints.keep = 1
+    # The trial's directory is a run directory like xdrl train's: xdrl eval and init.policy read it.
+    write_run_config(output_dir, to_dict(validated.config))
     TuneReportHook(experiment.router, experiment.checkpoints).register(experiment.trainer)
 
     # A retried or restored trial: Tune hands back its newest checkpoint. A trial started again

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -126,6 +127,32 @@ def read_base_config(location: str) -> tuple[dict[str, Any], list[str]] | None:
     base = yaml.safe_load(text)
     overrides = base.pop(OVERRIDES_KEY, [])
     return base, overrides
+
+
+def quote_value(value: Any) -> str:
+    """A value as a Hydra override writes it, quoted when Hydra's grammar would read it otherwise.
+
+    Examples:
+        >>> quote_value("/runs/a/policies/policy_step_00000010.pt")
+        '/runs/a/policies/policy_step_00000010.pt'
+        >>> quote_value("/my runs/p=1.pt")
+        "'/my runs/p=1.pt'"
+    """
+    text = str(value)
+    if re.fullmatch(r"[A-Za-z0-9_./:+-]+", text):
+        return text
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def with_override(overrides: Sequence[str], key: str, value: Any) -> list[str]:
+    """``overrides`` with ``key`` set to ``value`` (replacing the override of ``key``, if any).
+
+    Examples:
+        >>> with_override(["experiment=cartpole_ppo", "init.policy=runs/a"], "init.policy", "/abs/p.pt")
+        ['experiment=cartpole_ppo', 'init.policy=/abs/p.pt']
+    """
+    kept = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") != key]
+    return [*kept, f"{key}={quote_value(value)}"]
 
 
 def train_command(overrides: Sequence[str], sampled: Mapping[str, Any]) -> str:

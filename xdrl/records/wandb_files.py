@@ -74,6 +74,8 @@ class WandbRunRecords:
     group: str | None = None
     name: str | None = None
     history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    #: The run's config (top-level keys, values as W&B stored them).
+    config: dict[str, Any] = dataclasses.field(default_factory=dict)
     exit_code: int | None = None
     preempting: bool = False
 
@@ -84,7 +86,7 @@ class WandbRunRecords:
 
 
 def read_run(path: str | pathlib.Path) -> WandbRunRecords:
-    """Parse a ``run-<id>.wandb`` file: run identity, history rows, exit record."""
+    """Parse a ``run-<id>.wandb`` file: run identity, config, history rows, exit record."""
     record_class = wandb_record_class()
     result = WandbRunRecords()
     for payload in iter_record_payloads(path):
@@ -96,6 +98,9 @@ def read_run(path: str | pathlib.Path) -> WandbRunRecords:
             result.project = record.run.project
             result.group = record.run.run_group
             result.name = record.run.display_name
+            _update_config(result.config, record.run.config.update)
+        elif kind == "config":
+            _update_config(result.config, record.config.update)
         elif kind == "history":
             row = {}
             for item in record.history.item:
@@ -107,6 +112,13 @@ def read_run(path: str | pathlib.Path) -> WandbRunRecords:
         elif kind == "preempting":
             result.preempting = True
     return result
+
+
+def _update_config(config: dict[str, Any], items: Any) -> None:
+    for item in items:
+        key = item.key or "/".join(item.nested_key)
+        if not key.startswith("_"):  # W&B's own entries (_wandb)
+            config[key] = json.loads(item.value_json)
 
 
 def find_run_files(directory: str | pathlib.Path, run_id: str | None = None) -> list[pathlib.Path]:

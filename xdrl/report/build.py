@@ -72,6 +72,11 @@ def _trials_table(data: ExperimentData) -> tuple[list[dict[str, Any]], Trial | N
     return rows, best
 
 
+def best_trial(data: ExperimentData) -> Trial | None:
+    """The trial the report calls best: the best value of the (first) search metric in its mode."""
+    return _trials_table(data)[1]
+
+
 def _study_figures(
     data: ExperimentData, out: pathlib.Path, made: dict[str, pathlib.Path], notes: list[str]
 ) -> tuple[str | None, dict[str, dict[str, float]]]:

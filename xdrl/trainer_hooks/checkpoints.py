@@ -152,6 +152,15 @@ class PolicyCheckpointHook(TrainerHookBase):
         self.num_calls += 1
         if self.interval <= 0 or self.num_calls % self.interval:
             return None
+        self.save()
+        return None
+
+    def save(self) -> pathlib.Path:
+        """Write the policy now, as the file of the current call count (also between intervals).
+
+        The trainer's owner calls it for a final policy when a run ends between two
+        intervals; the file is named, numbered and written as the periodic ones.
+        """
         if self.policy is None:
             raise RuntimeError(
                 f"PolicyCheckpointHook: policy_path={self.policy_path!r} is resolved in "
@@ -167,7 +176,7 @@ class PolicyCheckpointHook(TrainerHookBase):
         }
         atomic_torch_save(payload, path)
         self.last_checkpoint_path = path
-        return None
+        return path
 
     def discard_after(self, num_calls: int) -> list[pathlib.Path]:
         """Remove this hook's files written after call ``num_calls``, and return them.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
@@ -47,13 +48,117 @@ def _first_episode_mask(done: torch.Tensor) -> torch.Tensor:
     return (done.cumsum(-1) - done) == 0
 
 
+@dataclasses.dataclass
+class Episodes:
+    """What :func:`play_episodes` played: one episode per environment of the batch."""
+
+    #: The rollout, ``(*env_batch, T)``; steps after an environment's first episode repeat its last step.
+    rollout: TensorDictBase
+    #: ``(*env_batch, T)``: the steps that belong to each environment's first episode.
+    valid: torch.Tensor
+    #: Rendered frames of the first environment's episode, one per step (``render=True``).
+    frames: list[np.ndarray]
+    #: Wall time of the rollout, seconds.
+    elapsed: float
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        """Steps of each episode, flat over the env batch."""
+        return self.valid.sum(-1).reshape(-1)
+
+    def returns(self, reward: torch.Tensor) -> torch.Tensor:
+        """Each episode's sum of ``reward`` (a rollout entry ``(*env_batch, T, *r)``), as ``(episodes, *r)``."""
+        weights = self.valid.reshape(*self.valid.shape, *([1] * (reward.ndim - self.valid.ndim))).to(reward.dtype)
+        time_dim = self.rollout.ndim - 1
+        return (reward * weights).sum(time_dim).reshape(-1, *reward.shape[self.rollout.ndim :])
+
+
+def _render_frame(environment: Any, render_kwargs: dict[str, Any], owner: str) -> np.ndarray:
+    frame = environment.render(**render_kwargs)
+    if isinstance(frame, list | tuple):  # a batched environment renders each of its environments
+        frame = frame[0] if frame else None
+    if frame is None:
+        raise RuntimeError(
+            f"{owner}: environment.render() returned None; create the "
+            "environment with render_mode='rgb_array' or set render=False."
+        )
+    return np.asarray(frame)
+
+
+def play_episodes(
+    policy: Any,
+    environment: Any,
+    *,
+    max_steps: int,
+    deterministic: bool,
+    render: bool = False,
+    render_kwargs: dict[str, Any] | None = None,
+    seed: int | None = None,
+    owner: str = "play_episodes",
+) -> Episodes:
+    """Play one episode in each environment of ``environment`` (a single env: one episode).
+
+    A batched environment (``batch_size`` not empty) steps all its environments
+    together; each one stops when its first episode ends (TorchRL's partial steps,
+    ``break_when_all_done``), and the rollout ends when all have ended or after
+    ``max_steps`` steps (an episode cut there counts with the steps it had).
+
+    Args:
+        policy: the acting policy (put in eval mode for the rollout, then restored).
+        environment: a TorchRL environment.
+        max_steps: the most steps of an episode.
+        deterministic: deterministic exploration (the distribution's mode) or random.
+        render: render every step through ``environment.render`` (first environment of a batch).
+        render_kwargs: keyword arguments of ``render``.
+        seed: seed the environment and torch's generator (forked, so the caller's stream is
+            untouched) first; ``None``: both run on.
+        owner: the name errors carry.
+    """
+    render_kwargs = dict(render_kwargs or {})
+    frames: list[np.ndarray] = []
+    callback = (lambda env, _td: frames.append(_render_frame(env, render_kwargs, owner))) if render else None
+    exploration = ExplorationType.DETERMINISTIC if deterministic else ExplorationType.RANDOM
+    was_training = policy.training if isinstance(policy, torch.nn.Module) else None
+    batched = len(environment.batch_size) > 0
+    start = time.perf_counter()
+    try:
+        if was_training is not None:
+            policy.eval()
+        with torch.no_grad(), set_exploration_type(exploration), torch.random.fork_rng(enabled=seed is not None):
+            if seed is not None:
+                environment.set_seed(seed)
+                torch.manual_seed(seed)
+            rollout = environment.rollout(
+                max_steps=max_steps,
+                policy=policy,
+                callback=callback,
+                auto_cast_to_device=True,
+                break_when_any_done=not batched,
+                break_when_all_done=batched,
+            )
+        if render:
+            # rollout() calls back after every step but the last one.
+            frames.append(_render_frame(environment, render_kwargs, owner))
+    finally:
+        if was_training:
+            policy.train()
+    elapsed = time.perf_counter() - start
+    done = get_key(rollout, ("next", "done"), owner)
+    # (*env_batch, T): first-episode steps of every environment.
+    valid = _first_episode_mask(done.reshape(*rollout.batch_size, -1).any(-1))
+    if render:
+        frames = frames[: int(valid.reshape(-1, valid.shape[-1])[0].sum())]
+    return Episodes(rollout=rollout, valid=valid, frames=frames, elapsed=elapsed)
+
+
 class LoggingEvaluationMetricsHook(TrainerHookBase):
     """Run periodic evaluation and log metrics under ``eval/<subgroup>/``.
 
     Stage: ``post_steps_log``. Whenever the trainer's collected frames cross a
     multiple of ``interval_frames``, the hook runs one rollout of at most
     ``max_steps`` steps with deterministic (``deterministic=True``) or random
-    exploration and returns:
+    exploration (see :func:`play_episodes`: a batched environment plays one
+    episode per environment, side by side, until each has ended) and returns:
 
     - ``eval/<subgroup>/reward/episode_reward*``: return of each environment's
       first episode (agents averaged), and per group when ``reward_key`` lives
@@ -65,6 +170,12 @@ class LoggingEvaluationMetricsHook(TrainerHookBase):
     and the frames are logged as one video ``eval/<subgroup>/video`` through the
     trainer's logger (or ``logger`` before registration) at ``video_fps``. A
     render that fails or returns ``None`` raises: a missing video is an error.
+    A batched environment's video shows its first environment's episode.
+
+    With ``seed``, every evaluation starts from the same state: the environment
+    is seeded with it and torch's random numbers (random exploration) come from
+    a generator seeded with it, leaving the trainer's own random streams as they
+    were. Evaluations then differ only by the policy, also across a restore.
 
     :meth:`close` (also run at the trainer's ``shutdown`` stage) closes the
     environment. It may run any number of times: once the environment is closed
@@ -88,6 +199,8 @@ class LoggingEvaluationMetricsHook(TrainerHookBase):
         reduce_stats: Whether vector metrics are reduced to min/mean/max
             (see :class:`LoggingCollectionMetricsHook`).
         logger: Optional logger used before the hook is registered on a trainer.
+        seed: Optional seed applied before every evaluation (``None``: the
+            environment and torch's generator run on from where they are).
 
     Examples:
         >>> from torchrl.envs import GymEnv
@@ -120,8 +233,10 @@ class LoggingEvaluationMetricsHook(TrainerHookBase):
         reward_key: tuple[str, ...] | None = None,
         reduce_stats: bool | None = None,
         logger: Any | None = None,
+        seed: int | None = None,
     ) -> None:
         self.policy = policy
+        self.seed = seed
         self.environment = environment
         self.group = group
         self.reward_key = reward_key
@@ -177,58 +292,40 @@ class LoggingEvaluationMetricsHook(TrainerHookBase):
         return metrics
 
     def evaluate(self, step: int) -> dict[str, float]:
-        """Run one evaluation rollout now and return its metrics.
+        """Run one evaluation now and return its metrics.
 
         Args:
             step: collected frames, used as the step of the video.
         """
         prefix = f"eval/{self.metric_subgroup}"
-        frames: list[np.ndarray] = []
-        callback = (lambda _env, _td: frames.append(self._render_frame())) if self.render else None
-        exploration = ExplorationType.DETERMINISTIC if self.deterministic else ExplorationType.RANDOM
-        was_training = self.policy.training if isinstance(self.policy, torch.nn.Module) else None
-        start = time.perf_counter()
-        try:
-            if was_training is not None:
-                self.policy.eval()
-            with torch.no_grad(), set_exploration_type(exploration):
-                rollout = self.environment.rollout(
-                    max_steps=self.max_steps,
-                    policy=self.policy,
-                    callback=callback,
-                    auto_cast_to_device=True,
-                    break_when_any_done=len(self.environment.batch_size) == 0,
-                )
-            if self.render:
-                # rollout() calls back after every step but the last one.
-                frames.append(self._render_frame())
-        finally:
-            if was_training:
-                self.policy.train()
-        elapsed = time.perf_counter() - start
-
+        episodes = play_episodes(
+            self.policy,
+            self.environment,
+            max_steps=self.max_steps,
+            deterministic=self.deterministic,
+            render=self.render,
+            render_kwargs=self.render_kwargs,
+            seed=self.seed,
+            owner=type(self).__name__,
+        )
         owner = type(self).__name__
         reward_key = self._reward_key
-        done = get_key(rollout, ("next", "done"), owner)
-        # (*env_batch, T): first-episode steps of every environment.
-        valid = _first_episode_mask(done.reshape(*rollout.batch_size, -1).any(-1))
-        reward = get_key(rollout, reward_key, owner, "Single-agent environments pass reward_key=('next', 'reward').")
-        weights = valid.reshape(*valid.shape, *([1] * (reward.ndim - valid.ndim))).to(reward.dtype)
-        time_dim = rollout.ndim - 1
-        returns = (reward * weights).sum(time_dim).reshape(-1, *reward.shape[rollout.ndim :])
+        reward = get_key(
+            episodes.rollout, reward_key, owner, "Single-agent environments pass reward_key=('next', 'reward')."
+        )
         metrics = reward_metrics(
             prefix,
             "episode_reward",
-            returns,
+            episodes.returns(reward),
             group=self.group if key_in_group(reward_key, self.group) else None,
             weights=None,
             reduce_stats=self.reduce_stats,
             owner=owner,
         )
-        metrics.update(stats(f"{prefix}/episode_length", valid.sum(-1).float(), self.reduce_stats))
-        metrics[f"timers/{prefix}/evaluation_time"] = elapsed
+        metrics.update(stats(f"{prefix}/episode_length", episodes.lengths.float(), self.reduce_stats))
+        metrics[f"timers/{prefix}/evaluation_time"] = episodes.elapsed
         if self.render:
-            self._log_video(f"{prefix}/video", frames, step)
+            self._log_video(f"{prefix}/video", episodes.frames, step)
         return metrics
 
     def metric_names(self, objectives: int = 1) -> list[str]:
@@ -244,15 +341,6 @@ class LoggingEvaluationMetricsHook(TrainerHookBase):
             reduce_stats=self.reduce_stats,
         )
         return names + stat_names(f"{prefix}/episode_length", self.reduce_stats) + [f"timers/{prefix}/evaluation_time"]
-
-    def _render_frame(self) -> np.ndarray:
-        frame = self.environment.render(**self.render_kwargs)
-        if frame is None:
-            raise RuntimeError(
-                f"{type(self).__name__}: environment.render() returned None; create the "
-                "environment with render_mode='rgb_array' or set render=False."
-            )
-        return np.asarray(frame)
 
     def _log_video(self, name: str, frames: list[np.ndarray], step: int) -> None:
         logger = self._active_logger()
@@ -329,6 +417,7 @@ class LoggingEvaluationHookSet:
         reward_key: tuple[str, ...] | None = None,
         reduce_stats: bool | None = None,
         logger: Any | None = None,
+        seed: int | None = None,
     ) -> None:
         self.environment = environment
         variants = [("deterministic", True)] * deterministic + [("non_deterministic", False)] * non_deterministic
@@ -347,6 +436,7 @@ class LoggingEvaluationHookSet:
                 reward_key=reward_key,
                 reduce_stats=reduce_stats,
                 logger=logger,
+                seed=seed,
             )
             for subgroup, is_deterministic in variants
         ]
