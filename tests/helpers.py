@@ -37,7 +37,13 @@ TINY = {
 
 
 def tiny(preset: str, *extra: str) -> list[str]:
-    return [f"experiment={preset}", *TINY[preset], "hooks.policy_checkpoint.interval=1", *extra]
+    return [
+        f"experiment={preset}",
+        *TINY[preset],
+        "hooks.policy_checkpoint.interval=1",
+        "hooks.eval.episodes=2",
+        *extra,
+    ]
 
 
 def xdrl_command(*args: str) -> list[str]:

@@ -49,6 +49,7 @@ def last_evaluation(run: pathlib.Path) -> dict:
     return [row for row in read_jsonl(run / METRICS_FILE) if EVAL_RETURN in row][-1]
 
 
+@pytest.mark.slow
 def test_the_final_policy_is_written_between_intervals(source_run):
     assert [p.name for p in policy_files(source_run)] == [
         "policy_step_00000008.pt",
@@ -60,6 +61,7 @@ def test_the_final_policy_is_written_between_intervals(source_run):
     assert payload["meta"]["policy_path"] == "loss_module.actor_network"
 
 
+@pytest.mark.slow
 def test_eval_of_the_run_directory_reproduces_its_final_evaluation(source_run, capsys):
     logged = last_evaluation(source_run)
     assert logged["counters/total_frames"] == 5120
@@ -85,6 +87,7 @@ def test_eval_of_the_run_directory_reproduces_its_final_evaluation(source_run, c
     assert ten["episodes"] == 10 and ten["returns"][:5] == result["returns"]
 
 
+@pytest.mark.slow
 def test_a_policy_file_away_from_its_run_needs_the_config(source_run, tmp_path, capsys):
     moved = tmp_path / "policy.pt"
     shutil.copy(policy_files(source_run)[-1], moved)
@@ -94,6 +97,7 @@ def test_a_policy_file_away_from_its_run_needs_the_config(source_run, tmp_path, 
     assert code == 0 and "return: mean" in out
 
 
+@pytest.mark.slow
 def test_eval_errors_are_one_line_exit_2(source_run, tmp_path, capsys):
     cases = {
         "no policy": (["eval", str(tmp_path)], "PATH="),
@@ -114,6 +118,7 @@ def test_eval_errors_are_one_line_exit_2(source_run, tmp_path, capsys):
     assert list(tmp_path.iterdir()) == []  # nothing written
 
 
+@pytest.mark.slow
 def test_a_checkpoint_that_does_not_fit_is_named(source_run, tmp_path, capsys):
     config = tmp_path / "config.yaml"
     text = (source_run / "config.yaml").read_text().replace("- 64\n  - 64\n", "- 32\n  - 32\n")
@@ -124,6 +129,7 @@ def test_a_checkpoint_that_does_not_fit_is_named(source_run, tmp_path, capsys):
     assert "tensor module.0.module.0.weight is [64, 4] in the file and [32, 4] in the configured network" in err
 
 
+@pytest.mark.slow
 def test_video_has_a_frame_per_step(source_run, tmp_path, capsys):
     import av
 
@@ -196,6 +202,7 @@ def make_no_render_env():
     return NoRender()
 
 
+@pytest.mark.slow
 def test_evaluation_statistics_over_exactly_the_episodes_played(source_run):
     """The hook on a batched env of 5 against 5 single-env episodes played by hand from the same seeds."""
     from torchrl.envs.utils import ExplorationType, set_exploration_type
@@ -249,6 +256,7 @@ def test_evaluation_statistics_over_exactly_the_episodes_played(source_run):
     assert metrics["eval/deterministic/episode_length_mean"] == pytest.approx(sum(lengths) / 5)
 
 
+@pytest.mark.slow
 def test_warm_start_with_a_frozen_learning_rate_evaluates_as_the_source(source_run, tmp_path, capsys):
     run = tmp_path / "warm"
     code = cli.main(
@@ -278,6 +286,7 @@ def test_warm_start_with_a_frozen_learning_rate_evaluates_as_the_source(source_r
     assert source_return > 100
 
 
+@pytest.mark.slow
 def test_warm_start_refusals(source_run, tmp_path, capsys):
     dqn = tmp_path / "dqn"
     assert (
@@ -363,8 +372,27 @@ def test_a_warm_started_sweep_then_eval_of_its_best_trial(local_ray, source_run,
             assert first[EVAL_RETURN] == pytest.approx(source_return, rel=1e-6)
     report = build_report(plan.experiment_dir)
     assert f"init.policy={final}" in report.best_command
+    assert f"- start: warm start from `{final}` (init.policy)" in report.markdown.read_text()
     best = best_trial(data)
     capsys.readouterr()  # Tune's own output
     code, out, _ = xdrl(capsys, "eval", str(plan.experiment_dir), "--best", "--episodes", "5", "--json")
     assert code == 0
     assert json.loads(out)["policy"].startswith(str(best.directory) + "/policies/")
+
+
+@pytest.mark.slow
+def test_eval_of_a_multi_objective_policy_gives_each_objective(tmp_path, capsys):
+    run = tmp_path / "mo"
+    args = ["experiment=deep_sea_treasure_ppo", "collector.total_frames=1024", "logger=none", f"output_dir={run}"]
+    assert cli.main(["train", *args, "--no-progress"]) == 0
+    capsys.readouterr()
+    code, out, _ = xdrl(capsys, "eval", str(run), "--episodes", "4", "--stochastic", "--json")
+    assert code == 0
+    result = json.loads(out)
+    weights = result["reward_weights"]
+    assert len(result["objectives"]) == len(weights) == 2
+    weighted = sum(w * objective["mean"] for w, objective in zip(weights, result["objectives"], strict=True))
+    assert weighted == pytest.approx(result["return"]["mean"], rel=1e-5)
+    assert not result["deterministic"]
+    code, text, _ = xdrl(capsys, "eval", str(run), "--episodes", "4", "--stochastic")
+    assert "objective 0: mean" in text and "objective 1: mean" in text

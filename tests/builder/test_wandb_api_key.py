@@ -122,6 +122,7 @@ RUN = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_a_key_from_a_file_reaches_the_w_and_b_run_and_no_file(tmp_path):
     key = canary_key()
     node_files = tmp_path / "node"

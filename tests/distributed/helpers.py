@@ -17,6 +17,7 @@ TINY_PPO_BUDGET = [
     "algo.epochs=2",
     "hooks.eval.interval_frames=256",
     "hooks.eval.max_steps=50",
+    "hooks.eval.episodes=2",
     "search.spaces.ppo.algo.epochs.high=6",
 ]
 

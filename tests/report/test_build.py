@@ -126,6 +126,7 @@ def scratch(tmp_path, monkeypatch):
     return directory
 
 
+@pytest.mark.slow
 def test_report_labels_importances_and_deletes_its_copy_of_the_study(tmp_path, scratch):
     directory = experiment_dir(tmp_path / "max-search", driven_by_x, ["score"], ["max"])
     before = sorted(scratch.glob("xdrl-report-*"))
@@ -142,6 +143,7 @@ def test_report_labels_importances_and_deletes_its_copy_of_the_study(tmp_path, s
     assert sorted(scratch.glob("xdrl-report-*")) == []
 
 
+@pytest.mark.slow
 def test_report_ranks_importances_per_objective(tmp_path, scratch):
     directory = experiment_dir(
         tmp_path / "two-objectives", good_from_one_bad_from_the_other, ["reward", "cost"], ["max", "min"]

@@ -163,6 +163,7 @@ def test_real_trainer_policy_files_load_with_default_arguments(tmp_path):
                 "algo": "ppo",
                 "env": "CartPole-v1",
                 "seed": config.seed,
+                "policy_path": "loss_module.actor_network",
             }
     assert hook.num_calls == 2
     last = torch.load(files[-1])

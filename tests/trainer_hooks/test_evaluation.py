@@ -134,6 +134,7 @@ def test_hook_set_builds_variants_runs_them_together_and_round_trips():
     assert LoggingEvaluationHookSet(deterministic=False, non_deterministic=False, **kwargs).hooks == []
 
 
+@pytest.mark.slow
 def test_parallel_env_is_accepted_by_rollout():
     env = ParallelEnv(2, functools.partial(GymEnv, "CartPole-v1"))
     hook = _hook(env, None, deterministic=False, max_steps=20)

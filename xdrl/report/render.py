@@ -36,6 +36,12 @@ def _importances_text(report: Report) -> str:
     )
 
 
+def _start(base: dict[str, Any]) -> str:
+    """Where every trial's policy started: fresh weights or a warm start's file (``init.policy``)."""
+    policy = (base.get("init") or {}).get("policy")
+    return f"warm start from `{policy}` (init.policy)" if policy else "fresh weights"
+
+
 def render_markdown(report: Report) -> str:
     """The Markdown page of a report (figures are linked by file name: the page sits beside them)."""
     data = report.data
@@ -49,6 +55,7 @@ def render_markdown(report: Report) -> str:
         f"- search: {data.search['searcher']} over {', '.join(f'`{k}`' for k in data.trials[0].params) if data.trials else '-'}"
         f", scheduler {data.search['scheduler']}, {len(data.trials)} of {data.search['num_samples']} trials",
         f"- metric: `{', '.join(data.metrics)}` ({', '.join(data.modes)})",
+        f"- start: {_start(data.base)}",
         "",
         "## Trials",
         "",
@@ -111,6 +118,8 @@ def terminal_summary(report: Report) -> str:
     widths = {c: max(len(c), *(len(_fmt(r.get(c))) for r in report.rows)) if report.rows else len(c) for c in columns}
     lines = ["  ".join(c.ljust(widths[c]) for c in columns)]
     lines += ["  ".join(_fmt(r.get(c)).ljust(widths[c]) for c in columns) for r in report.rows]
+    if (report.data.base.get("init") or {}).get("policy"):
+        lines += ["", f"start: {_start(report.data.base)}"]
     if report.best_command:
         lines += ["", f"best: {report.best.trial_id}", f"train it: {report.best_command}"]
     if report.pareto:
