@@ -138,6 +138,8 @@ def evaluate(
                 owner="xdrl eval",
             )
         except RuntimeError as error:  # a render that gives no frame
+            if video_path is None:
+                raise
             raise ConfigError("--video", str(video), f"an environment that renders rgb frames ({error})") from error
         finally:
             env.close()

@@ -113,6 +113,21 @@ def _base_env(config: EnvConfig, render: bool) -> EnvBase:
     return GymEnv(config.id, **kwargs)
 
 
+def _float_base_env(config: EnvConfig, render: bool) -> EnvBase:
+    """One env of a batch, its observations already float32.
+
+    The cast sits inside each env of a ``SerialEnv``, not on top of the batch: TorchRL 0.14.1's
+    ``SerialEnv`` fills the envs that sit out a partial step (evaluation episodes that ended
+    first) from the transformed input, and a float observation there clashes with the env's
+    integer one (deep-sea-treasure) in ``result[partial_steps] = out``.
+    """
+    env = _base_env(config, render)
+    dtype = env.observation_spec[OBSERVATION].dtype
+    if dtype == torch.float32:
+        return env
+    return TransformedEnv(env, DTypeCastTransform(dtype, torch.float32, in_keys=[OBSERVATION]))
+
+
 def render_problem(config: EnvConfig) -> str | None:
     """Why the environment cannot render rgb frames (``render_mode="rgb_array"``), or ``None`` when it can.
 
@@ -164,7 +179,7 @@ def make_env(
     """
     num_envs = config.num_envs if num_envs is None else num_envs
     if num_envs > 1:
-        base: EnvBase = SerialEnv(num_envs, functools.partial(_base_env, config, render))
+        base: EnvBase = SerialEnv(num_envs, functools.partial(_float_base_env, config, render))
     else:
         base = _base_env(config, render)
     transforms: list[Transform] = []
