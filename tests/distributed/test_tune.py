@@ -11,7 +11,6 @@ from tests.distributed.helpers import (
     TINY_PPO_BUDGET,
     assert_one_history,
     experiment,
-    iterations_at_least,
     results,
     trial_dirs,
     trial_info,
@@ -65,14 +64,29 @@ def test_killed_trial_worker_resumes_from_its_checkpoint_with_one_history(local_
         )
     )
 
+    def rows(trial_dir):
+        return len(read_metrics_file(trial_dir / "metrics.jsonl"))
+
+    def between_checkpoints(trial_dir):
+        # Tune holds the checkpoint of iteration 3k once row 3k+1 is written; at row 3k it may or may
+        # not hold it yet. A kill at row 3k+1 or 3k+2 (k >= 1) resumes from 3k and re-runs iterations
+        # the records already hold. The watcher shares the driver's GIL and can lag behind the
+        # worker, so the worker is stopped before the count that decides is taken.
+        if rows(trial_dir) < 5 or rows(trial_dir) % 3 == 0:
+            return False
+        pid = trial_info(trial_dir)[-1]["pid"]
+        os.kill(pid, signal.SIGSTOP)
+        if rows(trial_dir) % 3 == 0:
+            os.kill(pid, signal.SIGCONT)
+            return False
+        return True
+
     def kill(trial_dir):
         pid = trial_info(trial_dir)[-1]["pid"]
         os.kill(pid, signal.SIGKILL)
-        return pid, len(read_metrics_file(trial_dir / "metrics.jsonl"))
+        return pid, rows(trial_dir)
 
-    # Tune holds the checkpoint of iteration 3 once row 4 is written; the kill comes after row 5,
-    # so the retry re-runs iterations the records already hold.
-    with when_first_trial(tmp_path / "fault", iterations_at_least(5), kill) as killed:
+    with when_first_trial(tmp_path / "fault", between_checkpoints, kill) as killed:
         grid = tuner.run(plan)
     assert killed, "the trial was never killed"
     assert not grid.errors
@@ -80,9 +94,10 @@ def test_killed_trial_worker_resumes_from_its_checkpoint_with_one_history(local_
     attempts = trial_info(trial_dir)
     assert len(attempts) == 2 and attempts[0]["pid"] == killed[0][0]
     recorded_before_kill = killed[0][1]
-    # The retry continued from Tune's checkpoint (iteration 3, or 6 if the kill came after row 7).
+    assert recorded_before_kill % 3 != 0
+    # The retry continued from the last checkpoint Tune held, and re-ran iterations already recorded.
     resumed_after = attempts[1]["resumed_after"]
-    assert resumed_after in (3, 6) and resumed_after < recorded_before_kill
+    assert resumed_after == recorded_before_kill // 3 * 3 and resumed_after < recorded_before_kill
     assert_one_history(trial_dir, 12)
     reported = results(trial_dir)
     # The first attempt's records stand for everything it recorded; the retry's first own result is
