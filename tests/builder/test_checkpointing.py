@@ -114,8 +114,10 @@ def test_pruning_never_deletes_the_checkpoint_just_written(tmp_path):
     _trained(tmp_path, "checkpoint.keep=1")
     payload = load_checkpoint(tmp_path / "checkpoints" / "trainer_00000003.pt")
     longer = validate(
-        compose_config(tiny("cartpole_dqn", "logger=none", "checkpoint.interval=1", "checkpoint.keep=1"))
-        | {"collector": {"total_frames": 1024, "frames_per_batch": 256, "init_random_frames": 256}}
+        compose_config(
+            tiny("cartpole_dqn", "logger=none", "checkpoint.interval=1", "checkpoint.keep=1")
+            + ["collector.total_frames=1024", "collector.frames_per_batch=256", "collector.init_random_frames=256"]
+        )
     )
     resumed = build(longer, "cpu", output_dir=tmp_path)
     restore(resumed, payload)

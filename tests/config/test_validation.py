@@ -35,6 +35,14 @@ CASES = {
         r"collector.frames_per_batch=-256 is not accepted: expected a positive number",
     ),
     "negative learning rate": (["algo.lr=-0.001"], r"algo.lr=-0.001 is not accepted: expected 0 or more"),
+    "unknown env backend": (
+        ["collector.env_backend=subproc"],
+        r"collector.env_backend='subproc' is not accepted: expected one of vector, serial, parallel",
+    ),
+    "unknown critic loss": (
+        ["algo.critic_loss=huber"],
+        r"algo.critic_loss='huber' is not accepted: expected one of l2, smooth_l1, l1",
+    ),
     "no evaluation episodes": (
         ["hooks.eval.episodes=0"],
         r"hooks.eval.episodes=0 is not accepted: expected a positive number",

@@ -15,6 +15,7 @@ from torchrl.envs import (
     EnvBase,
     GymEnv,
     ObservationNorm,
+    ParallelEnv,
     RewardSum,
     SerialEnv,
     StepCounter,
@@ -22,7 +23,7 @@ from torchrl.envs import (
     TransformedEnv,
 )
 
-from xdrl.config.environments import EnvInfo, register_mo_gymnasium
+from xdrl.config.environments import ENV_BACKENDS, EnvInfo, register_mo_gymnasium  # noqa: F401 - re-exported
 from xdrl.config.schema import EnvConfig
 
 OBSERVATION = "observation"
@@ -128,6 +129,31 @@ def _float_base_env(config: EnvConfig, render: bool) -> EnvBase:
     return TransformedEnv(env, DTypeCastTransform(dtype, torch.float32, in_keys=[OBSERVATION]))
 
 
+def _vector_env(config: EnvConfig, num_envs: int) -> EnvBase:
+    """Gymnasium's ``SyncVectorEnv`` of ``num_envs`` envs in this process, wrapped by TorchRL's ``GymWrapper``.
+
+    One gymnasium call steps every env, and TorchRL builds one TensorDict per step for the
+    batch instead of one per env (``SerialEnv``). Autoreset is off: TorchRL resets the envs
+    that finished (partial reset), as with ``SerialEnv``, so the next observation of a last
+    step is the true one.
+    """
+    import gymnasium
+    from torchrl.envs import GymWrapper
+
+    register_mo_gymnasium()
+    kwargs: dict[str, Any] = {}
+    if config.max_episode_steps is not None:
+        kwargs["max_episode_steps"] = config.max_episode_steps
+    vector = gymnasium.make_vec(
+        config.id,
+        num_envs=num_envs,
+        vectorization_mode="sync",
+        vector_kwargs={"autoreset_mode": gymnasium.vector.AutoresetMode.DISABLED},
+        **kwargs,
+    )
+    return GymWrapper(vector)
+
+
 def render_problem(config: EnvConfig) -> str | None:
     """Why the environment cannot render rgb frames (``render_mode="rgb_array"``), or ``None`` when it can.
 
@@ -161,6 +187,7 @@ def make_env(
     num_envs: int | None = None,
     render: bool = False,
     observation_norm: tuple[torch.Tensor, torch.Tensor] | None = None,
+    backend: str = "serial",
 ) -> TransformedEnv:
     """A CPU environment with xdrl's transforms.
 
@@ -176,10 +203,17 @@ def make_env(
         num_envs: environments stepped together (``config.num_envs`` by default).
         render: create the envs with ``render_mode="rgb_array"``.
         observation_norm: ``(loc, scale)`` for observation normalisation.
+        backend: how several envs step together, one of :data:`ENV_BACKENDS` (rendering envs and
+            multi-objective envs are serial with ``vector``).
     """
     num_envs = config.num_envs if num_envs is None else num_envs
-    if num_envs > 1:
-        base: EnvBase = SerialEnv(num_envs, functools.partial(_float_base_env, config, render))
+    # gymnasium's vector envs hold one scalar reward per env: multi-objective envs step serially.
+    if num_envs > 1 and backend == "vector" and not render and not info.multi_objective:
+        base: EnvBase = _vector_env(config, num_envs)
+    elif num_envs > 1 and backend == "parallel":
+        base = ParallelEnv(num_envs, functools.partial(_float_base_env, config, render), mp_start_method="spawn")
+    elif num_envs > 1:
+        base = SerialEnv(num_envs, functools.partial(_float_base_env, config, render))
     else:
         base = _base_env(config, render)
     transforms: list[Transform] = []

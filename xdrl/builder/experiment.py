@@ -116,7 +116,14 @@ def build_algorithm(
         validated.algo,
         BuildContext(
             env_info=info,
-            make_env=functools.partial(make_env, config.env, info, seed=config.seed, observation_norm=observation_norm),
+            make_env=functools.partial(
+                make_env,
+                config.env,
+                info,
+                seed=config.seed,
+                observation_norm=observation_norm,
+                backend=config.collector.env_backend,
+            ),
             device=device,
             seed=config.seed,
             total_frames=config.collector.total_frames,

@@ -14,6 +14,10 @@ import dataclasses
 ACTIVATIONS = ("tanh", "relu", "elu")
 
 
+#: ``algo.critic_loss``: TorchRL's names of the critic's regression losses.
+CRITIC_LOSSES = ("l2", "smooth_l1", "l1")
+
+
 @dataclasses.dataclass
 class PPOConfig:
     """``configs/algo/ppo.yaml`` holds the defaults."""
@@ -33,6 +37,14 @@ class PPOConfig:
     max_grad_norm: float
     hidden_sizes: list[int]
     activation: str
+    #: Advantages again before every epoch (TorchRL's PPOTrainer) rather than once per batch (SB3, CleanRL).
+    recompute_advantages: bool
+    #: The critic's regression loss: l2 (SB3, CleanRL), smooth_l1 (TorchRL's default) or l1.
+    critic_loss: str
+    #: Decay the clip range linearly to 0 over the run (RL Zoo3's ``lin_`` clip ranges).
+    anneal_clip: bool
+    #: Orthogonal initial weights (SB3's PPO) rather than torch's default initialisation.
+    ortho_init: bool
 
 
 @dataclasses.dataclass

@@ -13,6 +13,9 @@ import functools
 from xdrl.config.errors import ConfigError
 from xdrl.config.schema import EnvConfig
 
+#: ``collector.env_backend``: how the ``env.num_envs`` training environments step together.
+ENV_BACKENDS = ("vector", "serial", "parallel")
+
 
 @dataclasses.dataclass(frozen=True)
 class EnvInfo:

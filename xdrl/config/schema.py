@@ -43,6 +43,8 @@ class CollectorConfig:
     frames_per_batch: int
     #: Frames collected with a random policy before training starts (off-policy).
     init_random_frames: int
+    #: How the env.num_envs training envs step together: vector, serial or parallel.
+    env_backend: str
 
 
 @dataclasses.dataclass

@@ -8,7 +8,8 @@ import pathlib
 import re
 from typing import Any
 
-from xdrl.config.algorithms import ACTIVATIONS, ALGORITHMS
+from xdrl.config.algorithms import ACTIVATIONS, ALGORITHMS, CRITIC_LOSSES
+from xdrl.config.environments import ENV_BACKENDS
 from xdrl.config.errors import ConfigError
 from xdrl.config.schema import ExperimentConfig, from_mapping
 
@@ -130,6 +131,12 @@ def _check_budgets(config: ExperimentConfig) -> None:
         collector.total_frames,
         f"at least collector.frames_per_batch={collector.frames_per_batch}",
     )
+    _require(
+        collector.env_backend in ENV_BACKENDS,
+        "collector.env_backend",
+        collector.env_backend,
+        "one of " + ", ".join(ENV_BACKENDS),
+    )
     _positive(env, "env", "num_envs")
     _at_most("env.num_envs", env.num_envs, MAX_NUM_ENVS, "environments")
     _require(
@@ -188,6 +195,8 @@ def _check_algorithm(config: ExperimentConfig, algorithm: Any, algo: Any, env_in
         key = f"algo.{field.name}"
         if field.name == "activation":
             _require(value in ACTIVATIONS, key, value, "one of " + ", ".join(ACTIVATIONS))
+        elif field.name == "critic_loss":
+            _require(value in CRITIC_LOSSES, key, value, "one of " + ", ".join(CRITIC_LOSSES))
         elif field.name == "hidden_sizes":
             _require(
                 len(value) > 0 and all(0 < v <= MAX_LAYER_WIDTH for v in value),

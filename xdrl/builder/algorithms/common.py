@@ -51,10 +51,13 @@ class BuildContext:
         return schedule_iterations(self.total_frames, self.frames_per_batch)
 
     def action_spec(self) -> Any:
-        """The training environment's action spec (read from a throw-away instance)."""
+        """One training environment's action spec (read from a throw-away instance), without batch dimensions.
+
+        The models act on any batch; bounds shaped like a batch of envs would not broadcast over minibatches.
+        """
         probe = self.make_env()
         try:
-            return probe.action_spec
+            return probe.action_spec_unbatched
         finally:
             probe.close()
 
@@ -109,6 +112,15 @@ def apply_learning_rate(parts: AlgorithmParts, lr: float, iterations: int) -> No
         set_scheduler_last_lr(schedule, [group["lr"] for group in optimizer.param_groups])
 
 
+def adam(parameters: Any, lr: float) -> torch.optim.Adam:
+    """Adam with torch's fused kernel: one kernel for every tensor instead of a loop of small ops.
+
+    The models are small, so the per-tensor loop of the default implementation is most of an
+    optimizer step on CPU (PPO CartPole: 4.3 -> 3.3 ms per update with the loss and backward).
+    """
+    return torch.optim.Adam(parameters, lr=lr, fused=True)
+
+
 def mlp(in_features: int, out_features: int, hidden_sizes: Sequence[int], activation: str, device: torch.device) -> MLP:
     return MLP(
         in_features=in_features,
@@ -117,6 +129,19 @@ def mlp(in_features: int, out_features: int, hidden_sizes: Sequence[int], activa
         activation_class=ACTIVATIONS[activation],
         device=device,
     )
+
+
+def orthogonal_init(module: nn.Module, output_gain: float, hidden_gain: float = 2**0.5) -> None:
+    """Orthogonal weights and zero biases in every linear layer of ``module``, the last one with ``output_gain``.
+
+    The initialisation of SB3's (and OpenAI Baselines') PPO, under which RL Zoo3's settings were
+    tuned: sqrt(2) in the hidden layers, 0.01 for the policy's output (a near-uniform first
+    policy), 1 for the value's.
+    """
+    layers = [m for m in module.modules() if isinstance(m, nn.Linear)]
+    for index, layer in enumerate(layers):
+        nn.init.orthogonal_(layer.weight, gain=output_gain if index == len(layers) - 1 else hidden_gain)
+        nn.init.zeros_(layer.bias)
 
 
 def stochastic_actor(
@@ -202,9 +227,25 @@ def make_trainer(
     )
 
 
-def register_replay_buffer(trainer: Trainer, buffer: ReplayBuffer) -> None:
-    """Batches go into ``buffer`` (``pre_epoch``); every optimisation step samples it (``process_optim_batch``).
+#: What an off-policy loss reads from a stored transition (DQN, SAC with its TD(0) targets).
+TRANSITION_KEYS = (
+    "observation",
+    "action",
+    ("next", "observation"),
+    ("next", "reward"),
+    ("next", "done"),
+    ("next", "terminated"),
+)
 
+
+def register_replay_buffer(
+    trainer: Trainer, buffer: ReplayBuffer, stage: str | None = "pre_epoch", keys: Sequence[Any] | None = None
+) -> ReplayBufferTrainer:
+    """Batches go into ``buffer`` (at ``stage``, if any); every optimisation step samples it (``process_optim_batch``).
+
+    With ``stage=None`` the caller registers the returned hook's ``extend`` itself. With
+    ``keys``, only those entries are stored: every sample then gathers only what the loss
+    reads, and checkpoints hold a smaller buffer.
     TorchRL's algorithm trainers also register ``update_priority`` at ``post_loss``, a
     stage TorchRL 0.14.1 deprecates. xdrl's buffers are plain ``ReplayBuffer``s with
     non-prioritized samplers, for which it does nothing, so it is left out.
@@ -217,8 +258,11 @@ def register_replay_buffer(trainer: Trainer, buffer: ReplayBuffer) -> None:
         device=buffer.storage.device,
         iterate=True,
     )
-    trainer.register_op("pre_epoch", sampling.extend)
+    if stage is not None:
+        extend = sampling.extend if keys is None else lambda batch: sampling.extend(batch.select(*keys))
+        trainer.register_op(stage, extend)
     trainer.register_op("process_optim_batch", sampling.sample)
+    return sampling
 
 
 def register_target_updates(trainer: Trainer, updater: TargetNetUpdater) -> None:

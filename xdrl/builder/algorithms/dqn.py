@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from tensordict.nn import TensorDictSequential
 from torchrl.data import LazyTensorStorage, ReplayBuffer
 from torchrl.modules import EGreedyModule, QValueActor
@@ -12,8 +11,10 @@ from torchrl.objectives import DQNLoss, HardUpdate
 from torchrl.trainers import LRSchedulerHook, Trainer, TrainerHookBase
 
 from xdrl.builder.algorithms.common import (
+    TRANSITION_KEYS,
     AlgorithmParts,
     BuildContext,
+    adam,
     annealed_lr,
     make_collector,
     make_trainer,
@@ -99,7 +100,7 @@ def build(config: DQNConfig, ctx: BuildContext) -> AlgorithmParts:
     buffer = ReplayBuffer(
         storage=LazyTensorStorage(config.buffer_size, device=ctx.device), batch_size=config.batch_size
     )
-    optimizer = torch.optim.Adam(loss.parameters(), lr=config.lr)
+    optimizer = adam(loss.parameters(), config.lr)
     target_updater = HardUpdate(loss, value_network_update_interval=config.target_update_interval)
     trainer = make_trainer(
         ctx,
@@ -111,7 +112,7 @@ def build(config: DQNConfig, ctx: BuildContext) -> AlgorithmParts:
         replay_buffer=buffer,
         target_net_updater=target_updater,
     )
-    register_replay_buffer(trainer, buffer)
+    register_replay_buffer(trainer, buffer, keys=TRANSITION_KEYS)
     register_target_updates(trainer, target_updater)
     EpsilonAnnealingHook(greedy).register(trainer)
     register_weight_updates(trainer, TensorDictSequential(loss.value_network, greedy))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from tensordict import TensorDictBase
 from torchrl.data import LazyTensorStorage, ReplayBuffer
 from torchrl.data.replay_buffers.samplers import SamplerWithoutReplacement
 from torchrl.modules import ValueOperator
@@ -13,15 +14,25 @@ from torchrl.trainers import LRSchedulerHook, ValueEstimatorHook
 from xdrl.builder.algorithms.common import (
     AlgorithmParts,
     BuildContext,
+    adam,
     annealed_lr,
     make_collector,
     make_trainer,
     mlp,
+    orthogonal_init,
     register_replay_buffer,
     register_weight_updates,
     stochastic_actor,
 )
 from xdrl.config.algorithms import PPOConfig
+
+
+def _functional_names(state_dict: dict, prefix: str, *args: object) -> None:
+    """Read checkpoints of xdrl versions whose PPO loss was functional (``actor_network_params.*``)."""
+    for key in [k for k in state_dict if k.startswith(prefix)]:
+        for old, new in (("actor_network_params.", "actor_network."), ("critic_network_params.", "critic_network.")):
+            if key.startswith(prefix + old):
+                state_dict[prefix + new + key[len(prefix + old) :]] = state_dict.pop(key)
 
 
 def build(config: PPOConfig, ctx: BuildContext) -> AlgorithmParts:
@@ -37,15 +48,24 @@ def build(config: PPOConfig, ctx: BuildContext) -> AlgorithmParts:
     critic = ValueOperator(
         mlp(info.observation_dim, 1, config.hidden_sizes, config.activation, ctx.device), in_keys=["observation"]
     )
+    if config.ortho_init:
+        orthogonal_init(actor, output_gain=0.01)
+        orthogonal_init(critic, output_gain=1.0)
     loss = ClipPPOLoss(
         actor,
         critic,
         clip_epsilon=config.clip_epsilon,
         entropy_coeff=config.entropy_coef,
         critic_coeff=config.critic_coef,
+        loss_critic_type=config.critic_loss,
         normalize_advantage=False,  # the trainer's GAE already standardises advantages
+        # The loss calls the actor and critic as they are, instead of swapping their parameters in
+        # and out of them on every call (TorchRL's functional losses): 7.0 -> 5.2 ms per update
+        # (PPO CartPole, fused Adam). Nothing needs the functional form: PPO has no target network.
+        functional=False,
     )
-    optimizer = torch.optim.Adam(loss.parameters(), lr=config.lr)
+    loss._register_load_state_dict_pre_hook(_functional_names)
+    optimizer = adam(loss.parameters(), config.lr)
     scheduler = annealed_lr(optimizer, ctx.iterations) if config.anneal_lr else None
     buffer = ReplayBuffer(
         storage=LazyTensorStorage(ctx.frames_per_batch, device=ctx.device),
@@ -62,12 +82,34 @@ def build(config: PPOConfig, ctx: BuildContext) -> AlgorithmParts:
         clip_norm=config.max_grad_norm,
         replay_buffer=buffer,
     )
-    # Advantages and value targets of the whole batch, before the first epoch (pre_epoch).
     gae = GAE(gamma=config.gamma, lmbda=config.gae_lambda, value_network=loss.critic_network, average_gae=True)
     gae.set_keys(reward="reward", done="done", terminated="terminated")  # as PPOTrainer sets them
-    ValueEstimatorHook(gae).register(trainer)
     if scheduler is not None:
         LRSchedulerHook(scheduler).register(trainer)  # stepped once per collected batch, part of the trainer state
-    register_replay_buffer(trainer, buffer)  # after GAE: the buffer holds the batch with its advantages
+    sampling = register_replay_buffer(trainer, buffer, stage=None)
+    if config.recompute_advantages:
+        # TorchRL's PPOTrainer: advantages again before every epoch, with the critic as it is then.
+        ValueEstimatorHook(gae).register(trainer)
+        trainer.register_op("pre_epoch", sampling.extend)
+    else:
+        # SB3's and CleanRL's PPO, which RL Zoo3's tuned settings assume: advantages once per
+        # collected batch, which goes into the buffer once; every epoch samples it anew.
+        def advantages_once(batch: TensorDictBase) -> TensorDictBase:
+            with torch.no_grad():
+                batch = gae(batch)
+            sampling.extend(batch)
+            return batch
+
+        trainer.register_op("batch_process", advantages_once)
+    if config.anneal_clip:
+        # RL Zoo3's ``clip_range: lin_0.2``: the clip range at the fraction of the budget still to come.
+        # Derived from the frame count, so a restored run is where it left off without any state.
+        start_clip = config.clip_epsilon
+
+        def anneal_clip() -> None:
+            remaining = max(1.0 - trainer.collected_frames / trainer.total_frames, 0.0)
+            loss.clip_epsilon.fill_(start_clip * remaining)
+
+        trainer.register_op("pre_optim_steps", anneal_clip)
     register_weight_updates(trainer, loss.actor_network)
     return AlgorithmParts(trainer, actor, "loss_module.actor_network", lr_schedule=scheduler)

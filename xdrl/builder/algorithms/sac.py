@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torchrl.data import LazyTensorStorage, ReplayBuffer
 from torchrl.modules import ValueOperator
 from torchrl.objectives import SACLoss, SoftUpdate
 
 from xdrl.builder.algorithms.common import (
+    TRANSITION_KEYS,
     AlgorithmParts,
     BuildContext,
+    adam,
     make_collector,
     make_trainer,
     mlp,
@@ -55,13 +56,13 @@ def build(config: SACConfig, ctx: BuildContext) -> AlgorithmParts:
         ctx,
         collector=make_collector(ctx, actor),
         loss_module=loss,
-        optimizer=torch.optim.Adam(loss.parameters(), lr=config.lr),
+        optimizer=adam(loss.parameters(), config.lr),
         optim_steps_per_batch=config.optim_steps_per_batch,
         clip_norm=config.max_grad_norm,
         replay_buffer=buffer,
         target_net_updater=target_updater,
     )
-    register_replay_buffer(trainer, buffer)
+    register_replay_buffer(trainer, buffer, keys=TRANSITION_KEYS)
     register_target_updates(trainer, target_updater)
     register_weight_updates(trainer, loss.actor_network)
 

@@ -1,0 +1,89 @@
+"""The speed and SB3-parity options of the algorithm builders, on real trainers (seconds each)."""
+
+import pytest
+import torch
+
+from tests.helpers import tiny
+from xdrl.builder.algorithms.common import TRANSITION_KEYS
+from xdrl.builder.checkpointing import load_checkpoint
+from xdrl.builder.experiment import build, restore
+from xdrl.builder.metrics import read_metrics_file
+from xdrl.config import compose_config, validate
+
+
+def _built(tmp_path, preset, *extra):
+    return build(validate(compose_config(tiny(preset, "logger=none", *extra))), "cpu", output_dir=tmp_path)
+
+
+def test_clip_range_decays_with_the_frames_and_a_restore_finds_it_again(tmp_path):
+    clips = []
+    experiment = _built(tmp_path / "a", "cartpole_ppo", "collector.total_frames=1024", "checkpoint.interval=2")
+    loss = experiment.trainer.loss_module
+    experiment.trainer.register_op("post_optim", lambda: clips.append(float(loss.clip_epsilon)))
+    experiment.trainer.train()
+    steps = len(clips) // 4  # 4 iterations of 256 frames, the same number of updates each
+    assert [clips[i * steps] for i in range(4)] == pytest.approx([0.2 * 0.75, 0.2 * 0.5, 0.2 * 0.25, 0.0])
+    # A run restored from iteration 2 takes up the schedule where the frames are.
+    again = _built(tmp_path / "b", "cartpole_ppo", "collector.total_frames=1024")
+    restore(again, load_checkpoint(tmp_path / "a" / "checkpoints" / "trainer_00000002.pt"))
+    restored = []
+    again.trainer.register_op("post_optim", lambda: restored.append(float(again.trainer.loss_module.clip_epsilon)))
+    again.trainer.train()
+    assert restored[0] == pytest.approx(0.2 * 0.25)
+
+
+def test_checkpoints_of_the_functional_ppo_loss_still_load(tmp_path):
+    experiment = _built(tmp_path, "cartpole_ppo")
+    loss = experiment.trainer.loss_module
+    state = {key: value.clone() for key, value in loss.state_dict().items()}
+    # The names TorchRL's functional ClipPPOLoss gave the same parameters (xdrl before 0.2).
+    old = {
+        key.replace("actor_network.", "actor_network_params.").replace("critic_network.", "critic_network_params."): (
+            value + 1.0 if value.is_floating_point() and value.dim() else value
+        )
+        for key, value in state.items()
+    }
+    assert any(k.startswith("actor_network_params.") for k in old)
+    loss.load_state_dict(old)
+    for key, value in loss.state_dict().items():
+        if value.is_floating_point() and value.dim():
+            torch.testing.assert_close(value, state[key] + 1.0)
+
+
+def test_advantages_once_per_batch_or_again_every_epoch(tmp_path):
+    calls = {}
+    for recompute in (False, True):
+        experiment = _built(tmp_path / str(recompute), "cartpole_ppo", f"algo.recompute_advantages={recompute}")
+        trainer = experiment.trainer
+        original = trainer.loss_module.critic_network.forward
+        count = [0]
+
+        def counted(*args, _original=original, _count=count, **kwargs):
+            if not torch.is_grad_enabled():  # GAE runs the critic without gradients; the loss with
+                _count[0] += 1
+            return _original(*args, **kwargs)
+
+        trainer.loss_module.critic_network.forward = counted
+        trainer.train()
+        rows = read_metrics_file(tmp_path / str(recompute) / "metrics.jsonl")
+        assert rows[-1]["train/agents/loss_critic"] > 0
+        calls[recompute] = count[0]
+    epochs = validate(compose_config(tiny("cartpole_ppo"))).algo.epochs
+    assert calls[True] == calls[False] * epochs  # GAE before every epoch instead of once per batch
+
+
+def test_off_policy_buffers_store_only_what_the_loss_reads(tmp_path):
+    experiment = _built(tmp_path, "cartpole_dqn")
+    experiment.trainer.train()
+    stored = experiment.trainer.replay_buffer[:4]
+    assert sorted(stored.keys(True, True), key=str) == sorted(TRANSITION_KEYS, key=str)
+
+
+def test_box_action_ppo_trains_on_batched_envs(tmp_path):
+    # The bounds of a tanh-normal actor come from one env's action spec, not the batch's.
+    experiment = _built(
+        tmp_path, "cartpole_ppo", "env=pendulum", "env.num_envs=4", "collector.total_frames=512", "algo.minibatch_size=64"
+    )
+    experiment.trainer.train()
+    rows = read_metrics_file(tmp_path / "metrics.jsonl")
+    assert len(rows) == 2 and rows[-1]["train/agents/loss_critic"] > 0
