@@ -17,14 +17,16 @@ def _built(tmp_path, preset, *extra):
 
 def test_clip_range_decays_with_the_frames_and_a_restore_finds_it_again(tmp_path):
     clips = []
-    experiment = _built(tmp_path / "a", "cartpole_ppo", "collector.total_frames=1024", "checkpoint.interval=2")
+    experiment = _built(
+        tmp_path / "a", "cartpole_ppo", "algo.anneal_clip=true", "collector.total_frames=1024", "checkpoint.interval=2"
+    )
     loss = experiment.trainer.loss_module
     experiment.trainer.register_op("post_optim", lambda: clips.append(float(loss.clip_epsilon)))
     experiment.trainer.train()
     steps = len(clips) // 4  # 4 iterations of 256 frames, the same number of updates each
     assert [clips[i * steps] for i in range(4)] == pytest.approx([0.2 * 0.75, 0.2 * 0.5, 0.2 * 0.25, 0.0])
     # A run restored from iteration 2 takes up the schedule where the frames are.
-    again = _built(tmp_path / "b", "cartpole_ppo", "collector.total_frames=1024")
+    again = _built(tmp_path / "b", "cartpole_ppo", "algo.anneal_clip=true", "collector.total_frames=1024")
     restore(again, load_checkpoint(tmp_path / "a" / "checkpoints" / "trainer_00000002.pt"))
     restored = []
     again.trainer.register_op("post_optim", lambda: restored.append(float(again.trainer.loss_module.clip_epsilon)))
@@ -82,7 +84,12 @@ def test_off_policy_buffers_store_only_what_the_loss_reads(tmp_path):
 def test_box_action_ppo_trains_on_batched_envs(tmp_path):
     # The bounds of a tanh-normal actor come from one env's action spec, not the batch's.
     experiment = _built(
-        tmp_path, "cartpole_ppo", "env=pendulum", "env.num_envs=4", "collector.total_frames=512", "algo.minibatch_size=64"
+        tmp_path,
+        "cartpole_ppo",
+        "env=pendulum",
+        "env.num_envs=4",
+        "collector.total_frames=512",
+        "algo.minibatch_size=64",
     )
     experiment.trainer.train()
     rows = read_metrics_file(tmp_path / "metrics.jsonl")
