@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from tensordict.nn import TensorDictSequential
 from torchrl.data import LazyTensorStorage, ReplayBuffer
 from torchrl.modules import EGreedyModule, QValueActor
@@ -14,7 +15,6 @@ from xdrl.builder.algorithms.common import (
     TRANSITION_KEYS,
     AlgorithmParts,
     BuildContext,
-    adam,
     annealed_lr,
     make_collector,
     make_trainer,
@@ -100,7 +100,7 @@ def build(config: DQNConfig, ctx: BuildContext) -> AlgorithmParts:
     buffer = ReplayBuffer(
         storage=LazyTensorStorage(config.buffer_size, device=ctx.device), batch_size=config.batch_size
     )
-    optimizer = adam(loss.parameters(), config.lr)
+    optimizer = torch.optim.Adam(loss.parameters(), lr=config.lr)
     target_updater = HardUpdate(loss, value_network_update_interval=config.target_update_interval)
     trainer = make_trainer(
         ctx,

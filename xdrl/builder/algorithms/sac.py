@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torchrl.data import LazyTensorStorage, ReplayBuffer
 from torchrl.modules import ValueOperator
 from torchrl.objectives import SACLoss, SoftUpdate
@@ -12,7 +13,6 @@ from xdrl.builder.algorithms.common import (
     TRANSITION_KEYS,
     AlgorithmParts,
     BuildContext,
-    adam,
     make_collector,
     make_trainer,
     mlp,
@@ -56,7 +56,7 @@ def build(config: SACConfig, ctx: BuildContext) -> AlgorithmParts:
         ctx,
         collector=make_collector(ctx, actor),
         loss_module=loss,
-        optimizer=adam(loss.parameters(), config.lr),
+        optimizer=torch.optim.Adam(loss.parameters(), lr=config.lr),
         optim_steps_per_batch=config.optim_steps_per_batch,
         clip_norm=config.max_grad_norm,
         replay_buffer=buffer,
