@@ -44,10 +44,12 @@ def test_one_gpu_per_trial_never_more_trials_than_gpus(local_ray, tmp_path):
         assert len(info["gpu_ids"]) == 1 and info["device"] == "cpu"  # logical GPU, no CUDA here
         spans.append((info["started"], info["finished"], info["gpu_ids"][0]))
     assert len(spans) == 4
-    for start, end, _gpu in spans:
-        overlapping = [other for other in spans if other[0] < end and start < other[1]]
-        assert len(overlapping) <= 2  # itself and at most one other
-        assert len({o[2] for o in overlapping}) == len(overlapping)  # concurrent trials, different GPUs
+    # At the moment any trial starts, at most two run (itself included), each on its own GPU. (A reused
+    # worker starts its next trial right after the last one, so spans merely touching are not concurrent.)
+    for start, _end, _gpu in spans:
+        running = [other for other in spans if other[0] <= start < other[1]]
+        assert len(running) <= 2
+        assert len({o[2] for o in running}) == len(running)
 
 
 @pytest.mark.slow
