@@ -39,6 +39,17 @@ def trial_dirs(experiment_dir: pathlib.Path) -> list[pathlib.Path]:
     return sorted(p for p in experiment_dir.iterdir() if p.is_dir() and (p / "params.json").exists())
 
 
+def started_trial_dirs(experiment_dir: pathlib.Path) -> list[pathlib.Path]:
+    """Directories of the trials that started, while the experiment runs.
+
+    A trial writes its ``trial_info.json`` when it starts; Tune's own files (``params.json``,
+    ``result.json``) reach the experiment directory only with the driver's next sync.
+    """
+    if not experiment_dir.exists():
+        return []
+    return sorted(p for p in experiment_dir.iterdir() if (p / "trial_info.json").exists())
+
+
 def results(trial_dir: pathlib.Path) -> list[dict]:
     path = trial_dir / "result.json"
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []

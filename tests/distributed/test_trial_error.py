@@ -65,3 +65,38 @@ def test_retry_after_a_raise_continues_the_same_wandb_run_with_one_history(fault
     assert first.exit_code == 1 and second.exit_code == 0
     assert [h["counters/iter"] for h in first.history] == [1, 2, 3]
     assert_one_history(trial_dir, 4)
+
+
+def test_a_trial_that_raises_in_a_reused_worker_leaves_the_next_trial_a_fresh_one(faulty_ray, tmp_path):
+    # Three 2-iteration trials one at a time: the worker's fourth optimisation phase raises, which is
+    # the second iteration of its second trial.
+    plan = tuner.plan(
+        experiment(
+            tmp_path,
+            "reused",
+            "search.searcher=random",
+            "search.scheduler=none",
+            "search.max_concurrent_trials=1",
+            "search.space={algo:{lr:{type:choice,values:[0.001]}}}",
+            "search.num_samples=3",
+            "search.max_failures=0",
+            "collector.total_frames=256",
+        )
+    )
+    (error,) = tuner.run(plan).errors
+    assert MESSAGE in str(error)
+    first, failed, last = sorted(trial_dirs(tmp_path / "reused"), key=lambda d: trial_info(d)[0]["started"])
+    (first_attempt,), (failed_attempt,), (last_attempt,) = (trial_info(d) for d in (first, failed, last))
+    # The failure came in the worker's second trial; Tune does not give a failed trial's worker another
+    # trial, so the third one starts in a fresh process.
+    assert failed_attempt["pid"] == first_attempt["pid"] and failed_attempt["process_trial"] == 2
+    assert last_attempt["pid"] != first_attempt["pid"] and last_attempt["process_trial"] == 1
+    (failed_run,) = (read_run(p) for p in find_run_files(failed / "wandb"))
+    assert failed_run.finished and failed_run.exit_code == 1
+    assert [h["counters/iter"] for h in failed_run.history] == [1]
+    assert [r["counters/iter"] for r in read_metrics_file(failed / "metrics.jsonl")] == [1]
+    assert failed_attempt["finished"] is not None
+    for trial_dir in (first, last):
+        (run_file,) = find_run_files(trial_dir / "wandb")
+        assert read_run(run_file).exit_code == 0
+        assert_one_history(trial_dir, 2)

@@ -8,9 +8,17 @@ import time
 import optuna
 import pytest
 
-from tests.distributed.helpers import assert_one_history, experiment, persisted_statuses, results, trial_dirs
+from tests.distributed.helpers import (
+    assert_one_history,
+    experiment,
+    persisted_statuses,
+    results,
+    started_trial_dirs,
+    trial_dirs,
+)
 from tests.helpers import REPO, run_xdrl, xdrl_command
 from tests.report.test_report import snapshot
+from xdrl.builder.metrics import read_metrics_file
 from xdrl.records.wandb_files import find_run_files
 from xdrl.report.build import build_report
 
@@ -37,7 +45,7 @@ def test_sigint_then_resume_runs_each_trial_once(tmp_path):
         "search.num_samples=2",
         "search.max_concurrent_trials=1",
         "search.scheduler=none",
-        "collector.total_frames=512",
+        "collector.total_frames=1024",
     )
     env = {**os.environ, "WANDB_MODE": "offline", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
     process = subprocess.Popen(
@@ -48,18 +56,22 @@ def test_sigint_then_resume_runs_each_trial_once(tmp_path):
     def finished():
         return [name for name, status in persisted_statuses(experiment_dir).items() if status == "TERMINATED"]
 
+    def second_trial_training():
+        # One trial at a time: Tune started the second one once it had taken in the first one's end.
+        rows = [len(read_metrics_file(d / "metrics.jsonl")) for d in started_trial_dirs(experiment_dir)]
+        return len(rows) == 2 and 8 in rows and 0 < min(rows) < 4
+
     deadline = time.monotonic() + 300
-    # Interrupt once Tune's saved state has the first trial finished: the other one
-    # is still to come.
-    while not finished():
+    # Interrupt while the second trial trains: Tune saves its state (the first trial finished) on the way out.
+    while not second_trial_training():
         assert process.poll() is None, process.stdout.read()
         assert time.monotonic() < deadline, persisted_statuses(experiment_dir)
-        time.sleep(0.2)
+        time.sleep(0.05)
     process.send_signal(signal.SIGINT)
     output, _ = process.communicate(timeout=180)
     before = {d.name: len(results(d)) for d in trial_dirs(experiment_dir)}
     finished_before = finished()
-    assert finished_before and all(before[name] == 4 for name in finished_before), output
+    assert finished_before and all(before[name] == 8 for name in finished_before), output
     assert len(finished_before) < 2, "the interrupt came too late to leave work for the resume"
 
     # The report reads an interrupted experiment as it is, without touching it.
@@ -77,10 +89,10 @@ def test_sigint_then_resume_runs_each_trial_once(tmp_path):
     dirs = trial_dirs(experiment_dir)
     assert len(dirs) == 2  # num_samples trials in all
     for trial_dir in dirs:
-        assert_one_history(trial_dir, 4)
+        assert_one_history(trial_dir, 8)
         reported = results(trial_dir)
         if trial_dir.name in finished_before:
-            assert len(reported) == 4 == before[trial_dir.name]  # not re-run
+            assert len(reported) == 8 == before[trial_dir.name]  # not re-run
             assert len(find_run_files(trial_dir / "wandb")) == 1
     study = optuna.load_study(study_name="interrupted", storage=f"sqlite:///{experiment_dir / 'optuna.db'}")
     # Optuna proposed num_samples trials in all, each finished once.

@@ -175,6 +175,8 @@ class SearchConfig:
     storage_path: str
     experiment_name: str | None
     max_failures: int
+    #: Run the next trial in a finished trial's worker process (Tune's ``reuse_actors``).
+    reuse_actors: bool
 
 
 @dataclasses.dataclass

@@ -17,7 +17,12 @@ from typing import Any
 from xdrl.config.schema import to_dict
 from xdrl.config.search import with_values
 from xdrl.distributed.bridge import CHECKPOINT_FILE, TuneReportHook
-from xdrl.distributed.worker import TrialPreempted, running_trial, trainable_class  # noqa: F401 - the tuner's
+from xdrl.distributed.worker import (  # noqa: F401 - trainable_class: the tuner's
+    TrialPreempted,
+    count_trial,
+    running_trial,
+    trainable_class,
+)
 from xdrl.records.atomic import atomic_write_text
 from xdrl.records.experiment import TRIAL_INFO
 from xdrl.records.runs import write_run_config
@@ -52,11 +57,33 @@ def trial_config(
     return raw
 
 
-def _write_trial_info(directory: pathlib.Path, device: Any, started: float, resumed_after: int) -> None:
+def process_start_time() -> float | None:
+    """When this process started (Unix time, to 10 ms), from Linux's ``/proc``; ``None`` elsewhere.
+
+    Examples:
+        >>> started = process_start_time()
+        >>> started is None or 0 <= time.time() - started < 86_400 * 365
+        True
+    """
+    try:
+        stat = pathlib.Path("/proc/self/stat").read_text()
+        uptime = float(pathlib.Path("/proc/uptime").read_text().split()[0])
+    except OSError:
+        return None
+    # Field 22 of stat (after the parenthesised command name, the 20th): start time in clock ticks after boot.
+    ticks = int(stat.rpartition(")")[2].split()[19])
+    return time.time() - (uptime - ticks / os.sysconf("SC_CLK_TCK"))
+
+
+def _write_trial_info(
+    directory: pathlib.Path, device: Any, started: float, resumed_after: int, process_trial: int
+) -> None:
     import ray
 
     info = {
         "pid": os.getpid(),
+        # When this worker process started: its start and imports come before ``started`` in a fresh one.
+        "process_started": process_start_time(),
         "node": socket.gethostname(),
         "node_ip": ray.util.get_node_ip_address(),
         "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
@@ -66,6 +93,8 @@ def _write_trial_info(directory: pathlib.Path, device: Any, started: float, resu
         "started": started,
         # The iteration of the checkpoint this attempt continued from (0: the beginning).
         "resumed_after": resumed_after,
+        # Trials started in this process so far, this one included (1: a fresh worker; more: a reused one).
+        "process_trial": process_trial,
         "finished": None,
     }
     path = directory / TRIAL_INFO
@@ -100,6 +129,7 @@ def run_trial(
     from xdrl.config import validate
 
     started = time.time()
+    process_trial = count_trial()
     context = tune.get_context()
     validated = validate(trial_config(base, sampled, context, experiment_dir))
     output_dir = pathlib.Path(validated.config.output_dir)
@@ -120,7 +150,7 @@ def run_trial(
     iteration = restore(experiment, payload)
     if iteration or experiment.router.lineage.recorded:
         _log.info("trial %s continues after iteration %d", context.get_trial_id(), iteration)
-    _write_trial_info(output_dir, experiment.device, started, resumed_after=iteration)
+    _write_trial_info(output_dir, experiment.device, started, resumed_after=iteration, process_trial=process_trial)
     trainer = experiment.trainer
     # SIGTERM now stops this trial after its iteration, and marks its W&B run preempting at once.
     with running_trial(experiment.checkpoints, experiment.announce_preemption):

@@ -72,8 +72,8 @@ def _tuner(plan_: TunePlan, callbacks: Sequence[Any] = ()) -> Any:
             scheduler=make_scheduler(search, plan_.iterations),
             num_samples=search.num_samples,
             max_concurrent_trials=search.max_concurrent_trials,
-            # A trial's process ends with it (its W&B service and semaphores are released then).
-            reuse_actors=False,
+            # A finished trial's worker takes the next trial (xdrl.distributed.worker resets it in between).
+            reuse_actors=search.reuse_actors,
         ),
         run_config=_run_config(plan_, callbacks),
     )

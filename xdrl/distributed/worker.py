@@ -4,17 +4,21 @@ A trial runs in a Ray actor whose main thread sits in Ray's task loop while the
 trial function (:func:`xdrl.distributed.trainable.run_trial`) trains in another
 thread. This module holds what belongs to that process rather than to the
 training run: the SIGTERM handling of a preempted node, waiting for the
-trainer's shutdown stage when Tune stops the trial, and releasing the worker's
-resources before Ray ends its helper processes.
+trainer's shutdown stage when Tune stops the trial, handing a reused worker
+(``search.reuse_actors``) from one trial to the next with nothing of the first
+left over, and releasing the worker's resources before Ray ends its helper
+processes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import pathlib
 import signal
+import sys
 import tempfile
 import threading
 from typing import Any
@@ -27,9 +31,20 @@ SHUTDOWN_GRACE_SECONDS = 120.0
 #: Clear while a trial trains in this process; set once its shutdown stage is over.
 TRIAL_SHUT_DOWN = threading.Event()
 TRIAL_SHUT_DOWN.set()
-#: The running trial's checkpoint hook, for the SIGTERM handler (one trial per actor process).
+#: The running trial's checkpoint hook, for the SIGTERM handler (one trial at a time per actor process).
 _RUNNING: dict[str, Any] = {}
 _PREEMPTION_LOCK = threading.Lock()
+#: This process's SIGTERM handler and wake-up pipe, once installed (one per process, kept across reused trials).
+_HANDLER: dict[str, Any] = {}
+#: Trials this process has started (a reused worker runs several, one after the other).
+_TRIALS_STARTED = [0]
+#: Ray Tune's wait for a finished trial's thread before it reuses the actor (documented in "Environment
+#: variables used by Ray Tune"; default 2 s, read at every reset). A trial stopped by the scheduler runs
+#: its shutdown stage (W&B flush and finish) in that thread, which takes longer than 2 s on a busy node.
+THREAD_TIMEOUT_VAR = "TUNE_FUNCTION_THREAD_TIMEOUT_S"
+#: Environment variables a reused worker keeps from one trial to the next: the address of the W&B
+#: service its first trial started (``wandb.setup``), which the next trials' runs share.
+KEPT_BETWEEN_TRIALS = frozenset({"WANDB_SERVICE"})
 
 
 class TrialPreempted(RuntimeError):
@@ -48,9 +63,16 @@ def install_preemption_handler() -> None:
     Tune, having seen that checkpoint, lets the process go and retries the trial
     elsewhere. Without a trial training in this process, SIGTERM does what Ray
     makes it do.
+
+    Installed once per process: a reused worker calls this again before each trial,
+    which puts the handler and the wake-up pipe back if something replaced them and
+    otherwise changes nothing (the handler finds the running trial in ``_RUNNING``).
     """
     from xdrl.builder.checkpointing import PREEMPTED
 
+    if _HANDLER:
+        _rearm_preemption_handler()
+        return
     previous = signal.getsignal(signal.SIGTERM)
     read_fd, write_fd = os.pipe()
     os.set_blocking(write_fd, False)
@@ -73,21 +95,43 @@ def install_preemption_handler() -> None:
     def watch() -> None:
         while True:
             data = os.read(read_fd, 64)
-            if earlier_wakeup != -1:  # keep whoever listened before informed
+            earlier = _HANDLER["earlier_wakeup"]
+            if earlier != -1:  # keep whoever listened before informed
                 with contextlib.suppress(OSError):
-                    os.write(earlier_wakeup, data)
+                    os.write(earlier, data)
             if signal.SIGTERM in data:
                 preempt()
 
     def handler(signum: int, frame: Any) -> None:
         if preempt():
             return  # the trial stops, reports its checkpoint, and Tune lets this process go
+        _HANDLER["disarmed"] = True  # the process goes: no later trial may re-arm it
         signal.signal(signal.SIGTERM, previous)
         if callable(previous):
             previous(signum, frame)
+        elif previous == signal.SIG_DFL:
+            os.kill(os.getpid(), signum)  # the default action: the process ends
 
+    _HANDLER.update(handler=handler, write_fd=write_fd, earlier_wakeup=earlier_wakeup, disarmed=False)
     threading.Thread(target=watch, name="xdrl-sigterm-watcher", daemon=True).start()
     signal.signal(signal.SIGTERM, handler)
+
+
+def _rearm_preemption_handler() -> None:
+    """Put this process's SIGTERM handler and wake-up pipe back if something replaced them (main thread)."""
+    if _HANDLER["disarmed"]:
+        return
+    if signal.getsignal(signal.SIGTERM) is not _HANDLER["handler"]:
+        _log.warning("the SIGTERM handler was replaced since the last trial; xdrl's preemption handler is back")
+        signal.signal(signal.SIGTERM, _HANDLER["handler"])
+    earlier = signal.set_wakeup_fd(_HANDLER["write_fd"], warn_on_full_buffer=False)
+    if earlier not in (-1, _HANDLER["write_fd"]):
+        _HANDLER["earlier_wakeup"] = earlier  # whoever set it since still hears of every signal
+
+
+def preemption_handler_armed() -> bool:
+    """Whether SIGTERM in this process reaches the running trial (xdrl's handler is installed and armed)."""
+    return bool(_HANDLER) and not _HANDLER["disarmed"] and signal.getsignal(signal.SIGTERM) is _HANDLER["handler"]
 
 
 def running_trial(checkpoints: Any, announce_preemption: Any = None) -> Any:
@@ -121,17 +165,26 @@ class _RunningTrial:
         self.entry = trial_registry() / str(os.getpid())
 
     def __enter__(self) -> None:
-        TRIAL_SHUT_DOWN.clear()
-        _RUNNING["checkpoints"] = self.checkpoints
-        _RUNNING["announce_preemption"] = self.announce_preemption
+        with _PREEMPTION_LOCK:
+            TRIAL_SHUT_DOWN.clear()
+            _RUNNING.clear()  # nothing of an earlier trial of this (reused) process
+            _RUNNING["checkpoints"] = self.checkpoints
+            _RUNNING["announce_preemption"] = self.announce_preemption
         self.entry.parent.mkdir(parents=True, exist_ok=True)
         self.entry.touch()
 
     def __exit__(self, *_exc: Any) -> None:
         self.entry.unlink(missing_ok=True)
-        _RUNNING.pop("checkpoints", None)
-        _RUNNING.pop("announce_preemption", None)
-        TRIAL_SHUT_DOWN.set()
+        with _PREEMPTION_LOCK:
+            # A SIGTERM from now on finds no trial: Ray's own handling ends the process.
+            _RUNNING.clear()
+            TRIAL_SHUT_DOWN.set()
+
+
+def count_trial() -> int:
+    """Note that a trial starts in this process; returns how many have (1: a fresh worker)."""
+    _TRIALS_STARTED[0] += 1
+    return _TRIALS_STARTED[0]
 
 
 def wait_for_trial_shutdown() -> None:
@@ -148,12 +201,10 @@ def release_worker_resources() -> None:
     hold named semaphores) are such children, so their exit handlers would then
     fail with "Connection lost" and ``KeyError`` tracebacks in the driver's
     output. The trial's runs are finished by now and the process ends after
-    this (Tune does not reuse it): tear W&B down, then run the multiprocessing
-    finalizers that the exit would run (they unlink the semaphores TorchRL's
-    storages made).
+    this (Tune stops an actor it reuses only when no trial needs it any more):
+    tear W&B down, then run the multiprocessing finalizers that the exit would
+    run (they unlink the semaphores TorchRL's storages made).
     """
-    import sys
-
     wandb = sys.modules.get("wandb")
     if wandb is not None:
         try:
@@ -163,21 +214,103 @@ def release_worker_resources() -> None:
     run_multiprocessing_finalizers()
 
 
+#: What this worker process started with, restored between reused trials (see :func:`reset_for_next_trial`).
+_WORKER_START: dict[str, Any] = {}
+
+
+def remember_worker_start() -> None:
+    """Note the process-wide settings the worker starts with (once per process, before its first trial).
+
+    Also moves everything the imports made (torch, TorchRL, Ray: some 500,000 objects) out of
+    the garbage collector's reach (``gc.freeze``): they live as long as the process, and a full
+    collection would otherwise walk them all, 0.25 s each time, during training and between trials.
+    Reference counting still frees them; only a cycle among them would stay.
+    """
+    if _WORKER_START:
+        return
+    _WORKER_START["environ"] = dict(os.environ)
+    torch = sys.modules.get("torch")
+    _WORKER_START["torch_threads"] = torch.get_num_threads() if torch is not None else None
+    gc.freeze()
+
+
+def reset_for_next_trial() -> None:
+    """Hand a reused worker (``search.reuse_actors``) to its next trial with nothing of the last one left.
+
+    Runs in the actor's main thread once Tune has joined the last trial's thread:
+    its trainer ran its shutdown stage (W&B run flushed and finished, files
+    closed) and left ``running_trial`` (registry entry removed, SIGTERM handler
+    pointing at no trial). What the process may still hold of it:
+
+    - a W&B run left open is finished as failed, so that the next trial's
+      ``wandb.init`` starts its own run; W&B's service stays up and serves the
+      next trials' runs (that is what reuse saves);
+    - the environment goes back to the worker's own, but for
+      :data:`KEPT_BETWEEN_TRIALS`: TorchRL's ``WandbLogger`` sets
+      ``WANDB_MODE=dryrun`` for an offline run, which would make a later trial's
+      online run offline;
+    - torch's thread count goes back to the worker's (a trial with
+      ``resources.num_threads=0`` keeps torch's default, not the last trial's);
+    - a garbage collection, so the last trial's environments, collector and
+      storages (and the named semaphores they hold) go now, not during the
+      next trial; what survives it is frozen (``gc.freeze``), so that the
+      next collections do not walk it again (see :func:`remember_worker_start`);
+    - the SIGTERM handler is re-armed if something replaced it; the next trial's
+      :func:`running_trial` points it at that trial.
+
+    The next trial's build sets its own torch threads and seeds (``prepare_process``).
+    """
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and wandb.run is not None:
+        _log.warning("the last trial left its W&B run %s open; finishing it as failed", wandb.run.id)
+        wandb.run.finish(exit_code=1)
+    environ = _WORKER_START.get("environ")
+    if environ is not None:
+        for key in set(os.environ) - set(environ) - KEPT_BETWEEN_TRIALS:
+            del os.environ[key]
+        for key, value in environ.items():
+            if key not in KEPT_BETWEEN_TRIALS and os.environ.get(key) != value:
+                os.environ[key] = value
+    torch = sys.modules.get("torch")
+    if torch is not None and _WORKER_START.get("torch_threads"):
+        torch.set_num_threads(_WORKER_START["torch_threads"])
+    gc.collect()
+    gc.freeze()
+    install_preemption_handler()
+
+
 def trainable_class(function: Any) -> type:
-    """Tune's function trainable for ``function``, whose stop waits for the trial's shutdown stage.
+    """Tune's function trainable for ``function``: SIGTERM as preemption, a stop that waits, a real reset.
 
     When Tune stops a trial (scheduler decision, end of the experiment), the
     trainable's ``cleanup`` makes ``tune.report`` raise ``SystemExit`` in the
     training thread and returns at once; the actor is then let go. Waiting here
     until the thread has run the trainer's shutdown stage means the W&B run is
     flushed and finished before the process goes away.
+
+    With ``search.reuse_actors``, Tune gives a finished trial's actor the next
+    trial instead (``reset_config``): Tune's reset waits for the last trial's
+    thread (up to :data:`SHUTDOWN_GRACE_SECONDS`, for a trial the scheduler
+    stopped to finish its W&B run), then :func:`reset_for_next_trial` clears what
+    the process holds of it. Each trial still builds its own trainer, W&B run and
+    files; the worker start, the imports and W&B's service are what it saves.
     """
     base = function_trainable_base(function)
 
     class XdrlTrial(base):  # type: ignore[misc, valid-type]
         def setup(self, config: dict[str, Any]) -> None:
+            os.environ.setdefault(THREAD_TIMEOUT_VAR, str(int(SHUTDOWN_GRACE_SECONDS)))
             install_preemption_handler()  # Trainable setup runs in the actor's main thread
+            remember_worker_start()
             super().setup(config)
+
+        def reset_config(self, new_config: dict[str, Any]) -> bool:
+            if not super().reset_config(new_config):
+                # Tune then fails the trial it meant to start here (a shutdown stage that hangs).
+                _log.warning("the last trial's thread did not end within %s s", os.environ.get(THREAD_TIMEOUT_VAR))
+                return False
+            reset_for_next_trial()
+            return True
 
         def cleanup(self) -> None:
             super().cleanup()
