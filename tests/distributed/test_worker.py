@@ -177,3 +177,33 @@ def test_sigterm_in_a_reused_worker_preempts_the_trial_it_is_running(local_ray, 
     assert stopped.finished and len(stopped.history) == retry["resumed_after"]
     assert_one_history(second, 8)
     assert pid not in running_trials()
+
+
+@pytest.mark.slow
+def test_a_trial_the_scheduler_stops_hands_its_worker_on_after_finishing_its_wandb_run(local_ray, tmp_path):
+    # Episodes capped at 10 steps return at most 10: ASHA stops such a trial at its first rung, while
+    # the third trial is waiting, so Tune gives the stopped trial's worker to the third one.
+    plan = tuner.plan(
+        experiment(
+            tmp_path,
+            "stopped",
+            "search.searcher=grid",
+            "search.num_samples=1",
+            "search.max_concurrent_trials=1",
+            "search.space={env:{max_episode_steps:{type:choice,values:[80,10,40]}}}",
+            "search.metric=collection/reward/episode_reward_mean",
+            "collector.total_frames=1024",
+        )
+    )
+    assert not tuner.run(plan).errors
+    first, stopped, last = in_start_order(tmp_path / "stopped")
+    assert len(results(first)) == 8 and len(results(stopped)) < 8  # stopped by ASHA
+    attempts = [trial_info(d) for d in (first, stopped, last)]
+    assert all(len(a) == 1 for a in attempts)
+    assert len({a[0]["pid"] for a in attempts}) == 1 and [a[0]["process_trial"] for a in attempts] == [1, 2, 3]
+    for trial_dir in (first, stopped, last):
+        (run,) = wandb_runs(trial_dir)
+        # Finished (the stopped one too, before the next trial started in its process), with its own rows.
+        assert run.exit_code == 0
+        assert [h["counters/iter"] for h in run.history] == [r["counters/iter"] for r in results(trial_dir)]
+    assert trial_info(stopped)[0]["finished"] <= trial_info(last)[0]["started"]
