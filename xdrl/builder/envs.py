@@ -23,7 +23,7 @@ from torchrl.envs import (
     TransformedEnv,
 )
 
-from xdrl.config.environments import ENV_BACKENDS, EnvInfo, register_mo_gymnasium  # noqa: F401 - re-exported
+from xdrl.config.environments import EnvInfo, register_mo_gymnasium
 from xdrl.config.schema import EnvConfig
 
 OBSERVATION = "observation"
@@ -104,14 +104,19 @@ class EpisodeVectorReturn(Transform):
         return observation_spec
 
 
-def _base_env(config: EnvConfig, render: bool) -> EnvBase:
+def _make_kwargs(config: EnvConfig, render: bool = False) -> dict[str, Any]:
+    """What ``gymnasium.make`` (or ``make_vec``) gets besides the id, with MO-Gymnasium's ids registered."""
     register_mo_gymnasium()
     kwargs: dict[str, Any] = {}
     if config.max_episode_steps is not None:
         kwargs["max_episode_steps"] = config.max_episode_steps
     if render:
         kwargs["render_mode"] = "rgb_array"
-    return GymEnv(config.id, **kwargs)
+    return kwargs
+
+
+def _base_env(config: EnvConfig, render: bool) -> EnvBase:
+    return GymEnv(config.id, **_make_kwargs(config, render))
 
 
 def _float_base_env(config: EnvConfig, render: bool) -> EnvBase:
@@ -140,16 +145,12 @@ def _vector_env(config: EnvConfig, num_envs: int) -> EnvBase:
     import gymnasium
     from torchrl.envs import GymWrapper
 
-    register_mo_gymnasium()
-    kwargs: dict[str, Any] = {}
-    if config.max_episode_steps is not None:
-        kwargs["max_episode_steps"] = config.max_episode_steps
     vector = gymnasium.make_vec(
         config.id,
         num_envs=num_envs,
         vectorization_mode="sync",
         vector_kwargs={"autoreset_mode": gymnasium.vector.AutoresetMode.DISABLED},
-        **kwargs,
+        **_make_kwargs(config),
     )
     return GymWrapper(vector)
 
@@ -203,7 +204,7 @@ def make_env(
         num_envs: environments stepped together (``config.num_envs`` by default).
         render: create the envs with ``render_mode="rgb_array"``.
         observation_norm: ``(loc, scale)`` for observation normalisation.
-        backend: how several envs step together, one of :data:`ENV_BACKENDS` (rendering envs and
+        backend: how several envs step together, one of :data:`xdrl.config.environments.ENV_BACKENDS` (rendering envs and
             multi-objective envs are serial with ``vector``).
     """
     num_envs = config.num_envs if num_envs is None else num_envs
