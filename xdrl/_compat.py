@@ -157,6 +157,33 @@ def request_node_drain(address: str | None, *, deadline_seconds: int, message: s
     return done.returncode == 0
 
 
+def member_keeps_its_clock(scheduler: Any, trial: Any) -> None:
+    """After a PBT exploit, let the member count its own iterations on from where it was (ray 2.60.0).
+
+    Ray's ``PopulationBasedTraining._exploit`` hands the member the donor's checkpoint
+    together with the donor's last result, and the restored trainable takes its
+    ``training_iteration`` from that result: the member's Tune history would jump to
+    the donor's count (iterations missing, or repeated). xdrl keeps one history per
+    member: its iteration counter goes on from the member's own last result (the
+    trainer state, frames included, is still the donor's). The scheduler's time
+    bookkeeping of the member follows the same clock. Reads and writes
+    ``scheduler._trial_state`` and the trial's checkpoint manager's
+    ``_latest_checkpoint_result``.
+    """
+    from ray.tune.result import TRAINING_ITERATION
+
+    state = scheduler._trial_state[trial]
+    own = state.last_result or {}
+    if TRAINING_ITERATION not in own:
+        return
+    manager = trial.run_metadata.checkpoint_manager
+    handed = manager._latest_checkpoint_result
+    metrics = {**handed.metrics, TRAINING_ITERATION: own[TRAINING_ITERATION]}
+    manager._latest_checkpoint_result = type(handed)(checkpoint=handed.checkpoint, metrics=metrics)
+    state.last_train_time = own[TRAINING_ITERATION]
+    state.last_perturbation_time = own[TRAINING_ITERATION]
+
+
 # W&B 0.31 offline run files -------------------------------------------------------------
 #: An offline run's ``run-<id>.wandb`` (wandb 0.31.0): a LevelDB-style log. A 7-byte header
 #: (``:W&B``, magic ``0xBEE1``, version 0), then 32 KiB blocks of chunks, each with a CRC-32,

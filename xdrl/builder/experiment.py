@@ -20,7 +20,7 @@ import torch
 from torchrl.trainers import Trainer
 
 from xdrl.builder.algorithms import BUILDERS, AlgorithmParts, BuildContext
-from xdrl.builder.algorithms.common import apply_learning_rate, schedule_iterations
+from xdrl.builder.algorithms.common import apply_hyperparameters
 from xdrl.builder.checkpointing import PREEMPTED, TrainerCheckpointHook, remove_interrupted_saves, set_rng_state
 from xdrl.builder.envs import EPISODE_VECTOR_REWARD, VECTOR_REWARD, make_env, observation_statistics
 from xdrl.builder.loggers import make_csv_logger, make_wandb_logger
@@ -268,6 +268,8 @@ def build(
     policies.register(trainer)
     # The final policy also when the run's last iteration is not a multiple of the interval.
     trainer.register_op("post_steps", functools.partial(_save_final_policy, trainer, policies))
+    if hooks_config.hparams:  # the values in force this iteration, read from the live objects
+        trainer.register_op("post_steps_log", functools.partial(log_hparams, trainer, parts, hooks_config.hparams))
     trainer.register_op("post_steps_log", router.end_iteration)  # metrics.jsonl row of the iteration
     if "wandb" in loggers:
         WandbFlushHook().register(trainer)  # ... and its W&B row
@@ -285,6 +287,17 @@ def build(
     return Experiment(validated, output_dir, device, trainer, parts, hooks, router, checkpoints, policies, run_id)
 
 
+#: Namespace of the hyperparameters in force (``hooks.hparams``): ``hparams/algo.lr``.
+HPARAMS = "hparams/"
+
+
+def log_hparams(trainer: Trainer, parts: AlgorithmParts, keys: list[str], _batch: Any = None) -> None:
+    """Log ``hparams/<key>`` for each of ``keys``: the value the live trainer trained with this iteration."""
+    for key in keys:
+        value = parts.live[key.removeprefix("algo.")].get()
+        trainer.logger.log_scalar(HPARAMS + key, value, step=trainer.collected_frames)
+
+
 def _save_final_policy(trainer: Trainer, policies: PolicyCheckpointHook) -> None:
     if (
         policies.interval > 0
@@ -300,25 +313,57 @@ def mark_wandb_preempting(logger: Any, reason: str) -> None:
         logger.experiment.mark_preempting()
 
 
-def restore(experiment: Experiment, payload: dict[str, Any] | None) -> int:
+@dataclasses.dataclass(frozen=True)
+class Exploit:
+    """A restore that adopts another run's checkpoint (a PBT donor's) while the run keeps its own records.
+
+    Attributes:
+        clock: the iteration the run's own records reached; it counts on from there.
+        extra: the run's own off-policy state to keep (its replay buffer) instead of the donor's;
+            ``None``: the donor's is copied.
+        seed: the RNG streams start from here instead of the donor's (members that copy the
+            same donor still draw their own episodes and minibatches).
+    """
+
+    clock: int
+    extra: dict[str, Any] | None = None
+    seed: int | None = None
+
+
+def restore(experiment: Experiment, payload: dict[str, Any] | None, exploit: Exploit | None = None) -> int:
     """Continue an experiment: load a checkpoint payload (``None``: start over), tidy its files, level its records.
 
     The run directory is made to agree with the restored iteration: temporary
     files of writes a crash cut short are removed, and so are trainer and policy
     checkpoints newer than the restored state. Every metric sink is brought level
     with ``metrics.jsonl`` under the lineage rule (:mod:`xdrl.records.lineage`).
+    The config's live hyperparameters are put in force over the loaded ones.
+
+    With ``exploit``, the payload is a donor's: its learning state (weights, optimizer,
+    loss, collector, frames, exploration, replay buffer unless ``exploit.extra``) is
+    adopted, but the run's record keeping (iteration count, policy file count, checkpoint
+    bookkeeping) stays the run's own at ``exploit.clock``.
     Returns the iteration training continues after.
     """
     iteration = 0
     if payload is not None:
         experiment.trainer.load_state_dict(payload["trainer"])
-        experiment.parts.load_extra_state(payload["extra"])
-        set_rng_state(payload["rng"])
-        # The configured learning rate, which a resume may change, over the run's (maybe longer) budget.
-        collector = experiment.config.collector
-        iterations = schedule_iterations(collector.total_frames, collector.frames_per_batch)
-        apply_learning_rate(experiment.parts, experiment.validated.algo.lr, iterations)
+        own_extra = exploit.extra if exploit is not None else None
+        experiment.parts.load_extra_state(payload["extra"] if own_extra is None else own_extra)
+        if exploit is not None and exploit.seed is not None:
+            seed_everything(exploit.seed)
+        else:
+            set_rng_state(payload["rng"])
+        # The config's hyperparameters, which a resume or a PBT exploit may change, on the live objects
+        # (the learning rate's schedule stretched over the run's maybe longer budget).
+        apply_hyperparameters(experiment.parts, experiment.validated.algo)
         iteration = int(payload["iteration"])  # the checkpoint hook's own state marks it as saved
+        if exploit is not None:
+            iteration = exploit.clock
+            experiment.router.iteration = iteration
+            experiment.hooks.counters_hook.iteration = iteration
+            experiment.policies.num_calls = iteration
+            experiment.checkpoints.last_saved_iteration = iteration
     output_dir = experiment.output_dir
     removed = remove_partial_writes(output_dir, experiment.checkpoints.directory, experiment.policies.directory)
     removed += remove_interrupted_saves(experiment.checkpoints.directory)

@@ -65,6 +65,8 @@ class MetricsRouter(Logger):
         # Scalars of the open iteration, for the loggers once it completes: (name, value, step, kwargs).
         self._pending: list[tuple[str, float | int, int | None, dict[str, Any]]] = []
         self._open = False
+        #: Metrics of an event (a PBT exploit) that go into the next completed iteration's row only.
+        self.next_row: dict[str, float | int] = {}
         super().__init__(exp_name="xdrl", log_dir=str(self.jsonl_path.parent))
 
     @property
@@ -117,6 +119,12 @@ class MetricsRouter(Logger):
     def end_iteration(self, _batch: TensorDictBase | None = None) -> None:
         """Publish the iteration: ``metrics.jsonl`` first (fsynced), then the loggers."""
         self._open = False
+        if self.next_row:
+            step = self._pending[-1][2] if self._pending else None  # the step the iteration's metrics have
+            for name, value in self.next_row.items():
+                self.current[name] = _scalar(value)
+                self._pending.append((name, _scalar(value), step, {}))
+            self.next_row = {}
         pending, self._pending = self._pending, []
         fresh = {key: value for key, value in self.current.items() if not _is_nan(value)}
         self.last_row = self.lineage.row_of_record(self.iteration, fresh)

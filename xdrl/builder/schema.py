@@ -41,4 +41,5 @@ def metric_schema(validated: ValidatedExperiment) -> list[str]:
     hooks = logging_hook_set(validated, parts.policy, eval_env=None)
     keys = loss_keys(parts.trainer)
     objectives = validated.env_info.objectives
-    return sorted(set(hooks.metric_names(keys, objectives=objectives, eval_objectives=1)))
+    hparams = [f"hparams/{key}" for key in validated.config.hooks.hparams]
+    return sorted(set(hooks.metric_names(keys, objectives=objectives, eval_objectives=1)) | set(hparams))

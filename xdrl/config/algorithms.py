@@ -86,6 +86,8 @@ class SACConfig:
     #: Gradient steps per collected batch (equal to frames_per_batch: one update per frame).
     optim_steps_per_batch: int
     alpha_init: float
+    #: The entropy the temperature is tuned towards; null: TorchRL's ``auto`` (minus the action dimension).
+    target_entropy: float | None
     max_grad_norm: float
     hidden_sizes: list[int]
     activation: str
@@ -102,20 +104,96 @@ class AlgorithmSpec:
     action_spaces: tuple[str, ...]
     #: Whether it learns from a replay buffer (``collector.init_random_frames`` applies).
     off_policy: bool
+    #: The ``algo.*`` keys a live trainer takes a new value of (population-based training), with
+    #: where the value goes; the builder applies each to the live objects after a restore.
+    live_keys: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
+_LR = "the optimizer's learning rate (its param_groups, and the annealing schedule's base)"
+_GRAD = "the trainer's gradient-norm clip"
 ALGORITHMS: dict[str, AlgorithmSpec] = {
     "ppo": AlgorithmSpec(
         PPOConfig,
         ("loss_module.actor_network", "loss_module.critic_network"),
         ("discrete", "box"),
         off_policy=False,
+        live_keys={
+            "lr": _LR,
+            "clip_epsilon": "the loss's clip range (and the start of its annealing)",
+            "entropy_coef": "the loss's entropy coefficient",
+            "critic_coef": "the loss's critic coefficient",
+            "gamma": "GAE's discount",
+            "gae_lambda": "GAE's lambda",
+            "max_grad_norm": _GRAD,
+            "epochs": "the trainer's passes over each batch",
+        },
     ),
-    "dqn": AlgorithmSpec(DQNConfig, ("loss_module.value_network",), ("discrete",), off_policy=True),
+    "dqn": AlgorithmSpec(
+        DQNConfig,
+        ("loss_module.value_network",),
+        ("discrete",),
+        off_policy=True,
+        live_keys={
+            "lr": _LR,
+            "gamma": "the TD target's discount",
+            "target_update_interval": "the target network's copy interval",
+            "eps_init": "the exploration schedule (epsilon recomputed for the frames so far)",
+            "eps_end": "the exploration schedule (epsilon recomputed for the frames so far)",
+            "exploration_fraction": "the exploration schedule (epsilon recomputed for the frames so far)",
+            "max_grad_norm": _GRAD,
+            "optim_steps_per_batch": "the trainer's gradient steps per batch",
+        },
+    ),
     "sac": AlgorithmSpec(
         SACConfig,
         ("loss_module.actor_network", "loss_module.qvalue_network"),
         ("box",),
         off_policy=True,
+        live_keys={
+            "lr": _LR,
+            "gamma": "the TD target's discount",
+            "tau": "the soft target update's rate",
+            "target_entropy": "the temperature's target entropy",
+            "max_grad_norm": _GRAD,
+            "optim_steps_per_batch": "the trainer's gradient steps per batch",
+        },
     ),
 }
+
+#: Why a key cannot change on a live trainer (population-based training refuses it), by key.
+FIXED_KEYS = {
+    "algo.name": "the algorithm is the trainer itself",
+    "algo.hidden_sizes": "it sets the networks' shapes, which a donor's weights must fit",
+    "algo.activation": "it is part of the networks a donor's weights were trained in",
+    "algo.buffer_size": "the replay buffer's storage is allocated once, at build",
+    "algo.batch_size": "the replay buffer's sampler is built with it",
+    "algo.minibatch_size": "the PPO buffer's sampler is built with it",
+    "algo.anneal_lr": "the learning-rate schedule is built (or not) once",
+    "algo.anneal_clip": "the clip annealing is built (or not) once",
+    "algo.recompute_advantages": "the trainer's stages are wired once, at build",
+    "algo.critic_loss": "the loss function is chosen at build",
+    "algo.ortho_init": "it only concerns the initial weights, which an exploit replaces",
+    "algo.double_dqn": "the loss's target is wired once, at build",
+    "algo.alpha_init": "it only sets the temperature's start; the temperature is learned (and copied)",
+}
+
+
+def live_key_refusal(algo: str, key: str) -> str | None:
+    """Why ``key`` cannot take a new value on a live ``algo`` trainer; ``None`` if it can.
+
+    Examples:
+        >>> live_key_refusal("ppo", "algo.lr") is None
+        True
+        >>> live_key_refusal("ppo", "algo.hidden_sizes")
+        "it sets the networks' shapes, which a donor's weights must fit"
+        >>> live_key_refusal("dqn", "env.id")
+        'only algorithm hyperparameters change on a live trainer (env.*, collector.* and the rest are built once)'
+    """
+    prefix, _, name = key.partition(".")
+    if prefix == "algo" and name in ALGORITHMS[algo].live_keys:
+        return None
+    if key in FIXED_KEYS:
+        return FIXED_KEYS[key]
+    if prefix == "algo":
+        return f"{algo} takes no new value of it on a live trainer"
+    return "only algorithm hyperparameters change on a live trainer (env.*, collector.* and the rest are built once)"

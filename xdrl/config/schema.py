@@ -81,6 +81,10 @@ class HooksConfig:
     reduce_stats: bool | None
     eval: EvalConfig
     policy_checkpoint: PolicyCheckpointConfig
+    #: Config keys (``algo.*`` a live trainer can change) whose values in force are logged every
+    #: iteration as ``hparams/<key>``, read back from the live optimizer, loss and schedules.
+    #: ``xdrl tune`` with a PBT scheduler adds its mutable keys.
+    hparams: list[str]
 
 
 @dataclasses.dataclass
@@ -141,6 +145,26 @@ class AshaConfig:
 
 
 @dataclasses.dataclass
+class PbtConfig:
+    """Population-based training (``search.scheduler=pbt`` or ``pb2``), in trainer iterations."""
+
+    #: Iterations between two exploit/explore decisions of a member: a multiple of ``checkpoint.interval``.
+    perturbation_interval: int
+    #: Share of the population in the top (donors) and the bottom (exploiters) quantile.
+    quantile_fraction: float
+    #: PBT: chance that an explored value is drawn anew instead of perturbed (x0.8 or x1.2).
+    resample_probability: float
+    #: The keys a member changes when it exploits, with their ranges (the syntax of ``search.space``).
+    mutations: dict[str, Any]
+    #: Candidate mutations per algorithm (``mutations`` usually points at one).
+    spaces: dict[str, Any]
+    #: Off-policy members: an exploit copies the donor's replay buffer (true) or keeps its own (false).
+    copy_replay_buffer: bool
+    #: All members decide together at each interval (Tune's ``synch``), rather than each on its own.
+    synch: bool
+
+
+@dataclasses.dataclass
 class StudyConfig:
     """Where Optuna keeps its study."""
 
@@ -159,7 +183,7 @@ class SearchConfig:
     """A Ray Tune search over an experiment (``configs/search/``)."""
 
     searcher: Literal["optuna", "random", "grid"]
-    scheduler: Literal["asha", "none"]
+    scheduler: Literal["asha", "pbt", "pb2", "none"]
     #: Nested mapping whose leaves (mappings with a ``type``) are distributions; the path is the config key.
     space: dict[str, Any]
     #: Candidate spaces per algorithm (``space`` usually points at one).
@@ -171,6 +195,7 @@ class SearchConfig:
     scheduler_metric: str | None
     seed: int
     asha: AshaConfig
+    pbt: PbtConfig
     study: StudyConfig
     storage_path: str
     experiment_name: str | None

@@ -78,15 +78,18 @@ def _leaves(space: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
         yield prefix, space
 
 
-def parse_dimensions(space: dict[str, Any]) -> list[Dimension]:
+def parse_dimensions(space: dict[str, Any], where_prefix: str = "search.space") -> list[Dimension]:
     """The leaves of a nested space mapping, checked.
 
     Raises:
-        ConfigError: a malformed distribution, named by its ``search.space.<key>``.
+        ConfigError: a malformed distribution, named by its ``<where_prefix>.<key>``
+            (``search.space.<key>``, or ``search.pbt.mutations.<key>``).
     """
     dimensions = []
+    if not isinstance(space, dict):
+        raise ConfigError(where_prefix, space, "a mapping of config keys to distributions")
     for key, spec in _leaves(space):
-        where = f"search.space.{key}"
+        where = f"{where_prefix}.{key}"
         if not isinstance(spec, dict) or spec.get("type") not in DISTRIBUTIONS:
             raise ConfigError(where, spec, "{type: uniform|loguniform|int|choice, ...}")
         kind = spec["type"]
@@ -107,7 +110,7 @@ def parse_dimensions(space: dict[str, Any]) -> list[Dimension]:
             raise ConfigError(where, spec, "integer bounds for int")
         dimensions.append(Dimension(key, kind, float(low), float(high)))
     if not dimensions:
-        raise ConfigError("search.space", space, "at least one dimension")
+        raise ConfigError(where_prefix, space, "at least one dimension")
     return dimensions
 
 
@@ -189,7 +192,82 @@ def parse_search(raw: dict[str, Any]) -> SearchConfig:
         )
     if isinstance(search.metric, list) and search.searcher != "optuna":
         raise ConfigError("search.searcher", search.searcher, "optuna for a multi-objective (list) metric")
+    if search.scheduler in ("pbt", "pb2"):
+        _check_pbt_settings(search)
     return search
+
+
+def _check_pbt_settings(search: SearchConfig) -> None:
+    """The PBT/PB2 settings that need nothing but the search section."""
+    pbt, scheduler = search.pbt, search.scheduler
+    if search.searcher == "optuna":
+        raise ConfigError(
+            "search.searcher",
+            search.searcher,
+            f"random or grid with search.scheduler={scheduler} (Ray Tune's population-based training samples "
+            "the first population itself and takes no search algorithm; search=pbt sets this)",
+        )
+    if isinstance(search.metric, list):
+        raise ConfigError("search.metric", search.metric, f"a single metric for search.scheduler={scheduler}")
+    if pbt.perturbation_interval < 1:
+        raise ConfigError("search.pbt.perturbation_interval", pbt.perturbation_interval, "1 or more iterations")
+    if not 0 < pbt.quantile_fraction <= 0.5:
+        raise ConfigError("search.pbt.quantile_fraction", pbt.quantile_fraction, "a number above 0 and at most 0.5")
+    if not 0 <= pbt.resample_probability <= 1:
+        raise ConfigError("search.pbt.resample_probability", pbt.resample_probability, "a number from 0 to 1")
+
+
+def check_pbt(search: SearchConfig, base: dict[str, Any], iterations: int) -> list[Dimension]:
+    """PBT/PB2 against the experiment: every mutated key changes on a live trainer, checkpoints at every boundary.
+
+    Returns:
+        The mutated dimensions (none without a PBT scheduler).
+
+    Raises:
+        ConfigError: a key that cannot change mid-run (with the reason), a range the config
+            rejects, a PB2 range that is a choice, or a perturbation interval that is not a
+            multiple of ``checkpoint.interval`` or leaves no decision within the run.
+    """
+    from xdrl.config.algorithms import live_key_refusal
+
+    if search.scheduler not in ("pbt", "pb2"):
+        return []
+    where = "search.pbt.mutations"
+    dimensions = parse_dimensions(search.pbt.mutations, where)
+    algo = base["algo"]["name"]
+    for dimension in dimensions:
+        reason = live_key_refusal(algo, dimension.key)
+        if reason is not None:
+            from xdrl.config.algorithms import ALGORITHMS
+
+            live = ", ".join(f"algo.{k}" for k in ALGORITHMS[algo].live_keys)
+            raise ConfigError(
+                f"{where}.{dimension.key}",
+                dimension.key,
+                f"a key a live {algo} trainer can change ({live}); {dimension.key} cannot: {reason}",
+            )
+        if search.scheduler == "pb2" and dimension.type == "choice":
+            raise ConfigError(
+                f"{where}.{dimension.key}", "choice", "a uniform, loguniform or int range for PB2 (its bandit fits bounds)"
+            )
+    check_space_values(dimensions, base, search.seed, where)
+    interval = search.pbt.perturbation_interval
+    checkpoint_interval = base["checkpoint"]["interval"]
+    if interval % checkpoint_interval:
+        raise ConfigError(
+            "search.pbt.perturbation_interval",
+            interval,
+            f"a multiple of checkpoint.interval={checkpoint_interval} (a member exploits a donor's checkpoint of the "
+            "boundary it reached, so every boundary must have one)",
+        )
+    if interval >= iterations:
+        raise ConfigError(
+            "search.pbt.perturbation_interval",
+            interval,
+            f"fewer than the run's {iterations} iterations (collector.total_frames / collector.frames_per_batch), "
+            "else no member ever exploits",
+        )
+    return dimensions
 
 
 def check_space_keys(dimensions: list[Dimension], base: dict[str, Any]) -> None:
@@ -220,7 +298,9 @@ def check_space_keeps_shapes(dimensions: list[Dimension]) -> None:
             )
 
 
-def check_space_values(dimensions: list[Dimension], base: dict[str, Any], seed: int) -> None:
+def check_space_values(
+    dimensions: list[Dimension], base: dict[str, Any], seed: int, where: str = "search.space"
+) -> None:
     """The experiment config must accept values from every part of the space, before any trial starts.
 
     Per dimension, with the others at their base value: its edges, its midpoint and
@@ -236,10 +316,10 @@ def check_space_values(dimensions: list[Dimension], base: dict[str, Any], seed: 
     rng = random.Random(seed)
     for dimension in dimensions:
         for value in [*dimension.corners(), *dimension.interior(rng, INTERIOR_SAMPLES)]:
-            _check_point(base, {dimension.key: value})
+            _check_point(base, {dimension.key: value}, where)
     if len(dimensions) > 1:
         for _ in range(JOINT_SAMPLES):
-            _check_point(base, {d.key: d.sample(rng) for d in dimensions})
+            _check_point(base, {d.key: d.sample(rng) for d in dimensions}, where)
 
 
 def _rejection(base: dict[str, Any], point: dict[str, Any]) -> ConfigError | None:
@@ -250,7 +330,7 @@ def _rejection(base: dict[str, Any], point: dict[str, Any]) -> ConfigError | Non
     return None
 
 
-def _check_point(base: dict[str, Any], point: dict[str, Any]) -> None:
+def _check_point(base: dict[str, Any], point: dict[str, Any], where: str = "search.space") -> None:
     error = _rejection(base, point)
     if error is None:
         return
@@ -261,9 +341,9 @@ def _check_point(base: dict[str, Any], point: dict[str, Any]) -> None:
             culprits = fewer
     if len(culprits) > 1:
         error = _rejection(base, culprits) or error
-        raise ConfigError("search.space", culprits, f"values the config accepts together ({error})")
+        raise ConfigError(where, culprits, f"values the config accepts together ({error})")
     ((key, value),) = culprits.items()
-    raise ConfigError(f"search.space.{key}", value, f"values the config accepts ({error})")
+    raise ConfigError(f"{where}.{key}", value, f"values the config accepts ({error})")
 
 
 def check_grid(search: SearchConfig, dimensions: list[Dimension]) -> None:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import pathlib
 import re
 from typing import Any
 
-from xdrl.config.algorithms import ACTIVATIONS, ALGORITHMS, CRITIC_LOSSES
+from xdrl.config.algorithms import ACTIVATIONS, ALGORITHMS, CRITIC_LOSSES, live_key_refusal
 from xdrl.config.environments import ENV_BACKENDS
 from xdrl.config.errors import ConfigError
 from xdrl.config.schema import ExperimentConfig, from_mapping
@@ -206,6 +207,8 @@ def _check_algorithm(config: ExperimentConfig, algorithm: Any, algo: Any, env_in
             )
         elif field.name in {"gamma", "gae_lambda", "tau", "eps_init", "eps_end", "exploration_fraction"}:
             _require(0 <= value <= 1, key, value, "a number between 0 and 1")
+        elif field.name == "target_entropy":
+            _require(value is None or math.isfinite(value), key, value, "null (minus the action dimension) or a number")
         elif field.name in {"entropy_coef", "critic_coef"}:
             _require(value >= 0, key, value, "0 or more")
         elif field.name == "lr":
@@ -219,6 +222,14 @@ def _check_algorithm(config: ExperimentConfig, algorithm: Any, algo: Any, env_in
     if minibatch is not None:
         fpb = config.collector.frames_per_batch
         _require(minibatch <= fpb, "algo.minibatch_size", minibatch, f"at most collector.frames_per_batch={fpb}")
+    for key in config.hooks.hparams:
+        live = ", ".join(f"algo.{k}" for k in algorithm.live_keys)
+        _require(
+            isinstance(key, str) and live_key_refusal(algo.name, key) is None,
+            "hooks.hparams",
+            key,
+            f"keys a live {algo.name} trainer can change: {live}",
+        )
     policy_path = config.hooks.policy_checkpoint.policy_path
     if policy_path is not None and policy_path not in algorithm.policy_paths:
         raise ConfigError(

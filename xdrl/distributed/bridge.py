@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import shutil
@@ -12,10 +13,15 @@ from tensordict import TensorDictBase
 from torchrl.trainers import Trainer
 
 from xdrl.builder.checkpointing import TrainerCheckpointHook
+from xdrl.builder.experiment import HPARAMS
 from xdrl.builder.metrics import MetricsRouter
+from xdrl.records.lineage import FRAMES
 
 #: Name of the trainer checkpoint (one TorchRL checkpoint archive) inside a Tune checkpoint directory.
 CHECKPOINT_FILE = "trainer.pt"
+#: Beside it: which trial saved it, at which of its iterations and frames, in which PBT generation, with
+#: which hyperparameters in force. A trial handed a checkpoint of another trial is a PBT member exploiting it.
+ORIGIN_FILE = "origin.json"
 
 
 class TuneReportHook:
@@ -38,15 +44,22 @@ class TuneReportHook:
     When Tune stops the trial, ``tune.report`` raises ``SystemExit``; the trainer's
     shutdown stage then finishes the W&B run with every row flushed.
 
+    Each Tune checkpoint also holds :data:`ORIGIN_FILE`: the trial that saved it and
+    where it was (its iteration, frames, PBT generation and ``hparams/*`` in force).
+
     Args:
         router: the experiment's metric router.
         checkpoints: the experiment's trainer checkpoint hook.
+        trial_id: the Tune trial this hook reports for.
     """
 
-    def __init__(self, router: MetricsRouter, checkpoints: TrainerCheckpointHook) -> None:
+    def __init__(self, router: MetricsRouter, checkpoints: TrainerCheckpointHook, trial_id: str = "") -> None:
         self.router = router
         self.checkpoints = checkpoints
+        self.trial_id = trial_id
         self.latest: dict[str, Any] = {}
+        #: Exploits in this trainer state's lineage (a PBT member's is its donor's plus one).
+        self.generation = 0
         self._saved: pathlib.Path | None = None
         checkpoints.on_save.append(self._on_save)
 
@@ -70,14 +83,26 @@ class TuneReportHook:
                 os.link(saved, target)
             except OSError:
                 shutil.copy2(saved, target)
+            (pathlib.Path(directory) / ORIGIN_FILE).write_text(json.dumps(self.origin(metrics)))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+
+    def origin(self, metrics: dict[str, Any]) -> dict[str, Any]:
+        """What :data:`ORIGIN_FILE` says of the checkpoint reported with ``metrics``."""
+        return {
+            "trial_id": self.trial_id,
+            "iteration": self.router.iteration,
+            "collected_frames": metrics.get(FRAMES),
+            "generation": self.generation,
+            "hparams": {key: value for key, value in metrics.items() if key.startswith(HPARAMS)},
+        }
 
     def state_dict(self) -> dict[str, Any]:
         # A checkpoint is saved in its iteration before this hook reports: include that iteration's row.
-        return {"latest": {**self.latest, **(self.router.last_row or {})}}
+        return {"latest": {**self.latest, **(self.router.last_row or {})}, "generation": self.generation}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.latest = dict(state_dict["latest"])
+        self.generation = int(state_dict.get("generation", 0))  # absent in checkpoints of earlier xdrl
 
     def register(self, trainer: Trainer, name: str = "tune_report") -> None:
         """Report at ``post_steps_log``; the carried-forward metrics go into the trainer's checkpoints."""

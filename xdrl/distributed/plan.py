@@ -21,6 +21,7 @@ from xdrl.config.search import (
     check_asha_iterations,
     check_grid,
     check_metrics,
+    check_pbt,
     check_space_keeps_shapes,
     check_space_keys,
     check_space_values,
@@ -93,6 +94,13 @@ def plan(overrides: Sequence[str], *, check_schema: bool = True) -> TunePlan:
         from xdrl.builder.warm_start import check_warm_start
 
         check_warm_start(validated)
+    collector = validated.config.collector
+    iterations = iterations_of(collector.total_frames, collector.frames_per_batch)
+    mutated = check_pbt(search, base, iterations)
+    if mutated:
+        # Every member logs the values in force of the mutated keys (hparams/<key>): the schedule.
+        raw["hooks"]["hparams"] = list(dict.fromkeys([*raw["hooks"]["hparams"], *(d.key for d in mutated)]))
+        validated = validate({**raw, "search": None})
     if check_schema:
         from xdrl.builder.schema import metric_schema
 
@@ -108,8 +116,6 @@ def plan(overrides: Sequence[str], *, check_schema: bool = True) -> TunePlan:
     experiment_dir = pathlib.Path(storage_path) / name if not is_uri(storage_path) else pathlib.Path(".") / name
     if not is_uri(storage_path):
         check_output_dir(pathlib.Path(storage_path), key="search.storage_path")
-    collector = validated.config.collector
-    iterations = iterations_of(collector.total_frames, collector.frames_per_batch)
     check_asha_iterations(search, iterations)
     base = {**raw, "search": dataclasses.asdict(search)}
     return TunePlan(base, search, dimensions, name, storage_path, experiment_dir, iterations, list(overrides))

@@ -96,9 +96,11 @@ def make_searcher(search: SearchConfig, experiment_name: str, experiment_dir: pa
 
 
 def make_scheduler(search: SearchConfig, iterations: int) -> Any:
-    """ASHA on trainer iterations, or None."""
+    """ASHA or population-based training (PBT, PB2) on trainer iterations, or None."""
     if search.scheduler == "none":
         return None
+    if search.scheduler in ("pbt", "pb2"):
+        return make_population_based(search)
     from ray.tune.schedulers import ASHAScheduler
 
     metric = search.scheduler_metric or (search.metric if isinstance(search.metric, str) else search.metric[0])
@@ -116,3 +118,66 @@ def make_scheduler(search: SearchConfig, iterations: int) -> Any:
         # row complete inside the trial instead of racing an actor shutdown.
         stop_last_trials=False,
     )
+
+
+def _explore_within(dimensions: list[Dimension]) -> Any:
+    """Tune's ``custom_explore_fn``: explored values back inside their ranges, ints whole.
+
+    PBT multiplies a value by 0.8 or 1.2, which can leave the range (and the values the
+    config accepts, which the pre-flight check tried only inside it).
+    """
+    bounded = [d for d in dimensions if d.type != "choice"]
+
+    def explore(config: dict[str, Any]) -> dict[str, Any]:
+        for d in bounded:
+            if d.key in config:
+                value = min(max(config[d.key], d.low), d.high)
+                config[d.key] = int(round(value)) if d.type == "int" else float(value)
+        return config
+
+    return explore
+
+
+def make_population_based(search: SearchConfig) -> Any:
+    """Ray Tune's ``PopulationBasedTraining`` (``pbt``) or ``PB2`` (``pb2``) over ``search.pbt.mutations``.
+
+    Each exploited member keeps its own iteration count
+    (:func:`xdrl._compat.member_keeps_its_clock`), so that its records hold one
+    iteration after the other. A member never exploits a donor without a checkpoint:
+    Ray skips the exploit then, and every perturbation boundary is a checkpoint
+    iteration (``perturbation_interval`` is a multiple of ``checkpoint.interval``).
+    """
+    from ray.tune.schedulers import PopulationBasedTraining
+
+    from xdrl._compat import member_keeps_its_clock
+
+    pbt = search.pbt
+    dimensions = parse_dimensions(pbt.mutations, "search.pbt.mutations")
+    common = {
+        "time_attr": "training_iteration",
+        "metric": search.metric,
+        "mode": search.mode,
+        "perturbation_interval": pbt.perturbation_interval,
+        "quantile_fraction": pbt.quantile_fraction,
+        "synch": pbt.synch,
+        "custom_explore_fn": _explore_within(dimensions),
+    }
+    if search.scheduler == "pb2":
+        from ray.tune.schedulers.pb2 import PB2
+
+        base: type = PB2
+        settings = {"hyperparam_bounds": {d.key: [d.low, d.high] for d in dimensions}}
+    else:
+        base = PopulationBasedTraining
+        settings = {
+            "hyperparam_mutations": tune_space(dimensions, "random"),
+            "resample_probability": pbt.resample_probability,
+        }
+
+    class _MembersKeepTheirClock(base):  # type: ignore[misc, valid-type]
+        def _exploit(self, tune_controller: Any, trial: Any, trial_to_clone: Any) -> None:
+            super()._exploit(tune_controller, trial, trial_to_clone)
+            member_keeps_its_clock(self, trial)
+
+    _MembersKeepTheirClock.__name__ = _MembersKeepTheirClock.__qualname__ = base.__name__
+    return _MembersKeepTheirClock(**common, **settings)

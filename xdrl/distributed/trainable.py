@@ -14,9 +14,11 @@ import socket
 import time
 from typing import Any
 
+from xdrl.config.algorithms import ALGORITHMS
 from xdrl.config.schema import to_dict
 from xdrl.config.search import with_values
-from xdrl.distributed.bridge import CHECKPOINT_FILE, TuneReportHook
+from xdrl.builder.experiment import HPARAMS
+from xdrl.distributed.bridge import CHECKPOINT_FILE, ORIGIN_FILE, TuneReportHook
 from xdrl.distributed.worker import (  # noqa: F401 - trainable_class: the tuner's
     TrialPreempted,
     count_trial,
@@ -24,7 +26,8 @@ from xdrl.distributed.worker import (  # noqa: F401 - trainable_class: the tuner
     trainable_class,
 )
 from xdrl.records.atomic import atomic_write_text
-from xdrl.records.experiment import TRIAL_INFO
+from xdrl.records.experiment import PBT_EVENTS, TRIAL_INFO
+from xdrl.records.lineage import METRICS_FILE, highest_iteration, jsonl_text, read_jsonl
 from xdrl.records.runs import write_run_config
 
 _log = logging.getLogger(__name__)
@@ -115,13 +118,19 @@ FINAL_RETURN = "final/episode_reward_mean"
 
 
 def run_trial(
-    sampled: dict[str, Any], base: dict[str, Any], final_episodes: int = 0, experiment_dir: str | None = None
+    sampled: dict[str, Any],
+    base: dict[str, Any],
+    final_episodes: int = 0,
+    experiment_dir: str | None = None,
+    exploits: dict[str, Any] | None = None,
 ) -> None:
     """Ray Tune function trainable: validate, build, restore from Tune's checkpoint if any, train.
 
     ``experiment_dir`` is where the trial's files go (see :func:`trial_config`). With ``final_episodes``, the trained policy then plays that many deterministic
     episodes on a fresh environment and one more report carries their mean
-    return as ``final/episode_reward_mean``.
+    return as ``final/episode_reward_mean``. ``exploits`` (a population-based
+    search: ``{"copy_replay_buffer": bool}``) says what a member keeps of its own
+    when it is handed a donor's checkpoint (:func:`exploit_of`).
     """
     from ray import tune
 
@@ -131,6 +140,7 @@ def run_trial(
     started = time.time()
     process_trial = count_trial()
     context = tune.get_context()
+    trial_id = context.get_trial_id()
     validated = validate(trial_config(base, sampled, context, experiment_dir))
     output_dir = pathlib.Path(validated.config.output_dir)
     # The trial's own trainer checkpoints: only the newest; Tune keeps the reported ones in its storage.
@@ -138,18 +148,31 @@ def run_trial(
     experiment.checkpoints.keep = 1
     # The trial's directory is a run directory like xdrl train's: xdrl eval and init.policy read it.
     write_run_config(output_dir, to_dict(validated.config))
-    TuneReportHook(experiment.router, experiment.checkpoints).register(experiment.trainer)
+    bridge = TuneReportHook(experiment.router, experiment.checkpoints, trial_id)
+    bridge.register(experiment.trainer)
 
-    # A retried or restored trial: Tune hands back its newest checkpoint. A trial started again
-    # without one (it had none yet) still tidies its directory and keeps its first records.
+    # A retried or restored trial: Tune hands back its newest checkpoint; a PBT member that
+    # exploits: the donor's. A trial started again without one (it had none yet) still tidies
+    # its directory and keeps its first records.
     checkpoint = tune.get_checkpoint()
-    payload = None
+    payload = origin = None
+    loading = time.perf_counter()
+    size = 0
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
             payload = load_tune_checkpoint(pathlib.Path(directory))
-    iteration = restore(experiment, payload)
+            origin = read_origin(pathlib.Path(directory))
+            size = (pathlib.Path(directory) / CHECKPOINT_FILE).stat().st_size if payload is not None else 0
+    exploit, event = None, None
+    if payload is not None and origin is not None and origin.get("trial_id") not in (None, "", trial_id):
+        exploit, event = exploit_of(experiment, origin, exploits or {}, ALGORITHMS[validated.algo.name].off_policy)
+    iteration = restore(experiment, payload, exploit)
+    if event is not None:
+        _record_exploit(experiment, bridge, event, time.perf_counter() - loading, size)
+    elif exploit is not None:  # the same exploit again (the member failed before its own checkpoint)
+        bridge.generation = int(read_jsonl(output_dir / PBT_EVENTS)[-1]["generation"])
     if iteration or experiment.router.lineage.recorded:
-        _log.info("trial %s continues after iteration %d", context.get_trial_id(), iteration)
+        _log.info("trial %s continues after iteration %d", trial_id, iteration)
     _write_trial_info(output_dir, experiment.device, started, resumed_after=iteration, process_trial=process_trial)
     trainer = experiment.trainer
     # SIGTERM now stops this trial after its iteration, and marks its W&B run preempting at once.
@@ -162,12 +185,98 @@ def run_trial(
     from xdrl.builder.checkpointing import PREEMPTED
 
     if experiment.checkpoints.stopped_by == PREEMPTED:
-        raise TrialPreempted(f"trial {context.get_trial_id()} preempted after iteration {experiment.router.iteration}")
+        raise TrialPreempted(f"trial {trial_id} preempted after iteration {experiment.router.iteration}")
     if final_episodes:
         from xdrl.builder.experiment import evaluate
 
         returns = evaluate(experiment, final_episodes)
         tune.report({**(experiment.router.last_row or {}), FINAL_RETURN: sum(returns) / len(returns)})
+
+
+def read_origin(directory: pathlib.Path) -> dict[str, Any] | None:
+    """The :data:`~xdrl.distributed.bridge.ORIGIN_FILE` of a Tune checkpoint directory (absent before xdrl wrote it)."""
+    path = directory / ORIGIN_FILE
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def trial_index(trial_id: str) -> int:
+    """The number Tune gives a trial within its experiment (``3e1f2_00003`` -> 3; -1 if it has none).
+
+    Examples:
+        >>> trial_index("3e1f2_00003"), trial_index("anything")
+        (3, -1)
+    """
+    tail = trial_id.rpartition("_")[2]
+    return int(tail) if tail.isdigit() else -1
+
+
+def exploit_of(
+    experiment: Any, origin: dict[str, Any], exploits: dict[str, Any], off_policy: bool
+) -> tuple[Any, dict[str, Any] | None]:
+    """How a PBT member takes the donor checkpoint ``origin`` describes: what it keeps, and the event to record.
+
+    The member keeps its own iteration count (its records go on from their last row), draws
+    its own random streams, and, off-policy with ``copy_replay_buffer`` false, keeps its own
+    replay buffer (from its newest own checkpoint; the donor's if it has none yet). A member
+    handed the same donor checkpoint again (its attempt after the exploit failed before its
+    own first checkpoint) continues from the same point, and no second event is recorded.
+
+    Returns:
+        The :class:`~xdrl.builder.experiment.Exploit`, and the event (``None`` for the same exploit again).
+    """
+    import zlib
+
+    from xdrl.builder.checkpointing import load_latest
+    from xdrl.builder.experiment import Exploit
+
+    output_dir = experiment.output_dir
+    events = read_jsonl(output_dir / PBT_EVENTS)
+    last = events[-1] if events else None
+    if last is not None and (last["donor"], last["donor_iteration"]) == (origin["trial_id"], origin["iteration"]):
+        clock = int(last["iteration"])
+        event = None
+    else:
+        clock = highest_iteration(read_jsonl(output_dir / METRICS_FILE))
+        event = {
+            "iteration": clock,
+            "donor": origin["trial_id"],
+            "donor_iteration": origin["iteration"],
+            "donor_frames": origin.get("collected_frames"),
+            "generation": int(origin.get("generation", 0)) + 1,
+            "donor_hparams": origin.get("hparams", {}),
+            "replay_buffer": None,
+        }
+    extra = None
+    if off_policy and not exploits.get("copy_replay_buffer", True):
+        own = load_latest(experiment.checkpoints.directory)
+        extra = own[0]["extra"] if own is not None else None
+    if event is not None and off_policy:
+        event["replay_buffer"] = "donor" if extra is None else "own"
+    seed = zlib.crc32(f"{experiment.config.seed}:{experiment.run_id}:{clock}".encode())
+    return Exploit(clock=clock, extra=extra, seed=seed), event
+
+
+def _record_exploit(experiment: Any, bridge: TuneReportHook, event: dict[str, Any], seconds: float, size: int) -> None:
+    """Write the exploit to the trial's ``pbt_events.jsonl`` and its next metrics row (``pbt/*``)."""
+    parts, config = experiment.parts, experiment.config
+    event = {
+        **event,
+        "frames": int(experiment.trainer.collected_frames),
+        "hparams": {f"{HPARAMS}{key}": parts.live[key.removeprefix("algo.")].get() for key in config.hooks.hparams},
+        "seconds": round(seconds, 4),
+        "checkpoint_bytes": size,
+    }
+    path = experiment.output_dir / PBT_EVENTS
+    atomic_write_text(path, jsonl_text([*read_jsonl(path), event]))
+    bridge.generation = event["generation"]
+    experiment.router.next_row = {
+        "pbt/donor": trial_index(event["donor"]),
+        "pbt/donor_iteration": event["donor_iteration"],
+        "pbt/generation": event["generation"],
+        "pbt/exploit_seconds": event["seconds"],
+        "pbt/checkpoint_mb": size / 1e6,
+    }
+    _log.info("exploited %s at its iteration %s (generation %s)", event["donor"], event["donor_iteration"], event["generation"])
 
 
 def load_tune_checkpoint(directory: pathlib.Path) -> dict[str, Any] | None:

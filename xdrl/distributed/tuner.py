@@ -55,8 +55,10 @@ def _trainable(plan_: TunePlan) -> Any:
     from xdrl.distributed.trainable import run_trial
 
     base = {**plan_.base, "search": None}
+    population = plan_.search.scheduler in ("pbt", "pb2")
+    exploits = {"copy_replay_buffer": plan_.search.pbt.copy_replay_buffer} if population else None
     return trainable_class_with(
-        tune.with_parameters(run_trial, base=base, experiment_dir=trial_files_root(plan_)), base
+        tune.with_parameters(run_trial, base=base, experiment_dir=trial_files_root(plan_), exploits=exploits), base
     )
 
 
@@ -88,7 +90,11 @@ def _run_config(plan_: TunePlan, callbacks: Sequence[Any] = ()) -> Any:
         name=plan_.experiment_name,
         storage_path=plan_.storage_path,
         failure_config=tune.FailureConfig(max_failures=plan_.search.max_failures),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=plan_.base["checkpoint"]["keep"]),
+        # Population-based training: every checkpoint stays, since a paused member may restore from a
+        # donor's checkpoint only after the donor has reported several newer ones.
+        checkpoint_config=tune.CheckpointConfig(
+            num_to_keep=None if plan_.search.scheduler in ("pbt", "pb2") else plan_.base["checkpoint"]["keep"]
+        ),
         # Tune's result loggers under the lineage rule (the first record of an iteration stands).
         callbacks=[*result_loggers(), *callbacks],
         verbose=1,

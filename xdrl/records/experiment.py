@@ -29,6 +29,8 @@ BASE_CONFIG = "xdrl_experiment.yaml"
 OVERRIDES_KEY = "_overrides"
 #: Per trial directory: one JSON record per attempt (pid, node, device, where it resumed).
 TRIAL_INFO = "trial_info.json"
+#: Per trial directory of a population-based search: one JSON line per exploit of a donor's checkpoint.
+PBT_EVENTS = "pbt_events.jsonl"
 #: What ``xdrl confirm`` found, in its own experiment directory beside the search's.
 CONFIRM_FILE = "confirm.json"
 #: The confirmation experiment of search ``<name>`` is ``<name>-confirm``.

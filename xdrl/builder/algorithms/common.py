@@ -62,6 +62,44 @@ class BuildContext:
             probe.close()
 
 
+@dataclasses.dataclass(frozen=True)
+class LiveValue:
+    """One hyperparameter on the live objects of a built trainer: read it back, put a new value in force.
+
+    ``get`` reads what the trainer uses now (the optimizer's rate, the loss's buffer...);
+    ``set`` changes it there, so the next iteration trains with it.
+    """
+
+    get: Callable[[], float]
+    set: Callable[[Any], None]
+
+
+def tensor_value(owner: Any, name: str) -> LiveValue:
+    """A hyperparameter held in a scalar tensor attribute of ``owner`` (a loss or value-estimator buffer).
+
+    Looked up at each call: loading a state dict may replace the tensor object. Read back
+    to float32's 7 significant digits (0.2, not 0.20000000298...), the precision it holds.
+    """
+    return LiveValue(
+        lambda: float(format(float(getattr(owner, name)), ".7g")),
+        lambda value: getattr(owner, name).fill_(float(value)),
+    )
+
+
+def attribute_value(owner: Any, name: str, cast: Callable[[Any], Any] = float) -> LiveValue:
+    """A hyperparameter held in a plain attribute of ``owner`` (a trainer setting)."""
+    return LiveValue(lambda: cast(getattr(owner, name)), lambda value: setattr(owner, name, cast(value)))
+
+
+def learning_rate_value(optimizer: torch.optim.Optimizer, schedule: Any, iterations: int) -> LiveValue:
+    """The configured learning rate: the optimizer's (or, annealed, the schedule's base) rate."""
+
+    def get() -> float:
+        return float(schedule.base_lrs[0] if schedule is not None else optimizer.param_groups[0]["lr"])
+
+    return LiveValue(get, lambda value: apply_learning_rate(optimizer, schedule, float(value), iterations))
+
+
 @dataclasses.dataclass
 class AlgorithmParts:
     """A built algorithm: its TorchRL trainer and what the hooks need from it."""
@@ -76,6 +114,9 @@ class AlgorithmParts:
     load_extra_state: Callable[[dict[str, Any]], None] = lambda state: None
     #: The learning-rate schedule stepped once per iteration (``algo.anneal_lr``), if any.
     lr_schedule: torch.optim.lr_scheduler.LinearLR | None = None
+    #: The ``algo.*`` keys of :attr:`xdrl.config.algorithms.AlgorithmSpec.live_keys` (without the
+    #: ``algo.`` prefix) on this trainer's live objects.
+    live: dict[str, LiveValue] = dataclasses.field(default_factory=dict)
 
 
 def schedule_iterations(total_frames: int, frames_per_batch: int) -> int:
@@ -88,8 +129,8 @@ def annealed_lr(optimizer: torch.optim.Optimizer, iterations: int) -> torch.opti
     return torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1.0, end_factor=1e-3, total_iters=iterations)
 
 
-def apply_learning_rate(parts: AlgorithmParts, lr: float, iterations: int) -> None:
-    """Put the configured learning rate into a restored optimizer.
+def apply_learning_rate(optimizer: torch.optim.Optimizer, schedule: Any, lr: float, iterations: int) -> None:
+    """Put the configured learning rate into a (restored) optimizer.
 
     Loading a checkpoint brings back the optimizer's learning rate and the
     schedule's length, which a resume may change (``algo.lr``, a longer
@@ -97,8 +138,6 @@ def apply_learning_rate(parts: AlgorithmParts, lr: float, iterations: int) -> No
     reached, and an annealing schedule is stretched over the new ``iterations``:
     the rate is where a run planned this way from the start would be now.
     """
-    optimizer = parts.trainer.optimizer
-    schedule = parts.lr_schedule
     factor = 1.0
     if schedule is not None:
         schedule.total_iters = iterations
@@ -110,6 +149,27 @@ def apply_learning_rate(parts: AlgorithmParts, lr: float, iterations: int) -> No
         group["lr"] = lr * factor
     if schedule is not None:
         set_scheduler_last_lr(schedule, [group["lr"] for group in optimizer.param_groups])
+
+
+def shared_live_values(trainer: Trainer, schedule: Any, iterations: int) -> dict[str, LiveValue]:
+    """The live values every algorithm has: learning rate and gradient clip (on the trainer's optimizer)."""
+    return {
+        "lr": learning_rate_value(trainer.optimizer, schedule, iterations),
+        "max_grad_norm": attribute_value(trainer, "clip_norm"),
+    }
+
+
+def apply_hyperparameters(parts: AlgorithmParts, algo: Any) -> dict[str, float]:
+    """Put every live hyperparameter of the config ``algo`` in force on the built trainer; returns them.
+
+    After a restore (a resume, a retried trial, a PBT exploit of a donor's checkpoint),
+    the loaded state carries the values the checkpoint was trained with: the
+    optimizer's rate, the loss's buffers, the exploration schedule. The config's
+    values win, so a member that explored new values trains with them.
+    """
+    for key, value in parts.live.items():
+        value.set(getattr(algo, key))
+    return {key: value.get() for key, value in parts.live.items()}
 
 
 def adam(parameters: Any, lr: float) -> torch.optim.Adam:

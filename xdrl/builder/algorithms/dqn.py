@@ -15,13 +15,17 @@ from xdrl.builder.algorithms.common import (
     TRANSITION_KEYS,
     AlgorithmParts,
     BuildContext,
+    LiveValue,
     annealed_lr,
+    attribute_value,
     make_collector,
     make_trainer,
     mlp,
     register_replay_buffer,
     register_target_updates,
     register_weight_updates,
+    shared_live_values,
+    tensor_value,
 )
 from xdrl.config.algorithms import DQNConfig
 
@@ -114,7 +118,8 @@ def build(config: DQNConfig, ctx: BuildContext) -> AlgorithmParts:
     )
     register_replay_buffer(trainer, buffer, keys=TRANSITION_KEYS)
     register_target_updates(trainer, target_updater)
-    EpsilonAnnealingHook(greedy).register(trainer)
+    annealing = EpsilonAnnealingHook(greedy)
+    annealing.register(trainer)
     register_weight_updates(trainer, TensorDictSequential(loss.value_network, greedy))
     schedule = annealed_lr(optimizer, ctx.iterations) if config.anneal_lr else None
     if schedule is not None:
@@ -126,4 +131,53 @@ def build(config: DQNConfig, ctx: BuildContext) -> AlgorithmParts:
     def load_extra_state(state: dict[str, Any]) -> None:
         buffer.load_state_dict(state["replay_buffer"])
 
-    return AlgorithmParts(trainer, policy, "loss_module.value_network", extra_state, load_extra_state, schedule)
+    live = {
+        **shared_live_values(trainer, schedule, ctx.iterations),
+        "gamma": tensor_value(loss.value_estimator, "gamma"),
+        "target_update_interval": _target_update_interval(target_updater),
+        **_exploration_values(greedy, annealing, ctx.total_frames),
+        "optim_steps_per_batch": attribute_value(trainer, "optim_steps_per_batch", int),
+    }
+    return AlgorithmParts(trainer, policy, "loss_module.value_network", extra_state, load_extra_state, schedule, live)
+
+
+def _target_update_interval(updater: HardUpdate) -> LiveValue:
+    def set_interval(value: Any) -> None:
+        updater.value_network_update_interval = int(value)
+        # TorchRL copies when the counter equals the interval: a shorter interval must still be reached.
+        updater.counter = min(updater.counter, int(value))
+
+    return LiveValue(lambda: int(updater.value_network_update_interval), set_interval)
+
+
+def _exploration_values(greedy: EGreedyModule, annealing: EpsilonAnnealingHook, total_frames: int) -> dict[str, LiveValue]:
+    """eps_init, eps_end and exploration_fraction: the schedule, with epsilon recomputed for the frames annealed so far.
+
+    Epsilon is where the new schedule has it after the frames the (maybe donated) trainer
+    has annealed over: TorchRL's linear decay from ``eps_init`` to ``eps_end``.
+    """
+
+    def recompute() -> None:
+        eps_init, eps_end = float(greedy.eps_init), float(greedy.eps_end)
+        done = min(annealing.last_frames / greedy.annealing_num_steps, 1.0)
+        greedy.eps.fill_(max(eps_end, eps_init - (eps_init - eps_end) * done))
+
+    def buffer_setter(name: str) -> Any:
+        def set_value(value: Any) -> None:
+            if float(getattr(greedy, name)) != float(value):  # unchanged: epsilon stays as annealed step by step
+                getattr(greedy, name).fill_(float(value))
+                recompute()
+
+        return set_value
+
+    def set_fraction(value: Any) -> None:
+        steps = max(int(float(value) * total_frames), 1)
+        if steps != greedy.annealing_num_steps:
+            greedy.annealing_num_steps = steps
+            recompute()
+
+    return {
+        "eps_init": LiveValue(lambda: float(greedy.eps_init), buffer_setter("eps_init")),
+        "eps_end": LiveValue(lambda: float(greedy.eps_end), buffer_setter("eps_end")),
+        "exploration_fraction": LiveValue(lambda: greedy.annealing_num_steps / total_frames, set_fraction),
+    }

@@ -14,7 +14,9 @@ from torchrl.trainers import LRSchedulerHook, ValueEstimatorHook
 from xdrl.builder.algorithms.common import (
     AlgorithmParts,
     BuildContext,
+    LiveValue,
     adam,
+    attribute_value,
     annealed_lr,
     make_collector,
     make_trainer,
@@ -22,7 +24,9 @@ from xdrl.builder.algorithms.common import (
     orthogonal_init,
     register_replay_buffer,
     register_weight_updates,
+    shared_live_values,
     stochastic_actor,
+    tensor_value,
 )
 from xdrl.config.algorithms import PPOConfig
 
@@ -101,15 +105,27 @@ def build(config: PPOConfig, ctx: BuildContext) -> AlgorithmParts:
             return batch
 
         trainer.register_op("batch_process", advantages_once)
+    clip = tensor_value(loss, "clip_epsilon")
     if config.anneal_clip:
         # RL Zoo3's ``clip_range: lin_0.2``: the clip range at the fraction of the budget still to come.
         # Derived from the frame count, so a restored run is where it left off without any state.
-        start_clip = config.clip_epsilon
+        start_clip = [config.clip_epsilon]
 
         def anneal_clip() -> None:
             remaining = max(1.0 - trainer.collected_frames / trainer.total_frames, 0.0)
-            loss.clip_epsilon.fill_(start_clip * remaining)
+            loss.clip_epsilon.fill_(start_clip[0] * remaining)
 
         trainer.register_op("pre_optim_steps", anneal_clip)
+        # The configured value is the annealing's start.
+        clip = LiveValue(lambda: start_clip[0], lambda value: start_clip.__setitem__(0, float(value)))
     register_weight_updates(trainer, loss.actor_network)
-    return AlgorithmParts(trainer, actor, "loss_module.actor_network", lr_schedule=scheduler)
+    live = {
+        **shared_live_values(trainer, scheduler, ctx.iterations),
+        "clip_epsilon": clip,
+        "entropy_coef": tensor_value(loss, "entropy_coeff"),
+        "critic_coef": tensor_value(loss, "critic_coeff"),
+        "gamma": tensor_value(gae, "gamma"),
+        "gae_lambda": tensor_value(gae, "lmbda"),
+        "epochs": attribute_value(trainer, "num_epochs", int),
+    }
+    return AlgorithmParts(trainer, actor, "loss_module.actor_network", lr_schedule=scheduler, live=live)

@@ -13,13 +13,17 @@ from xdrl.builder.algorithms.common import (
     TRANSITION_KEYS,
     AlgorithmParts,
     BuildContext,
+    LiveValue,
+    attribute_value,
     make_collector,
     make_trainer,
     mlp,
     register_replay_buffer,
     register_target_updates,
     register_weight_updates,
+    shared_live_values,
     stochastic_actor,
+    tensor_value,
 )
 from xdrl.config.algorithms import SACConfig
 
@@ -46,7 +50,10 @@ def build(config: SACConfig, ctx: BuildContext) -> AlgorithmParts:
         alpha_init=config.alpha_init,
         delay_qvalue=True,
         action_spec=action_spec,
+        target_entropy="auto" if config.target_entropy is None else config.target_entropy,
     )
+    # Resolved now (TorchRL makes the buffer on first use), so that every SAC trainer's state has it.
+    auto_entropy = float(loss.target_entropy)
     loss.make_value_estimator(gamma=config.gamma)
     buffer = ReplayBuffer(
         storage=LazyTensorStorage(config.buffer_size, device=ctx.device), batch_size=config.batch_size
@@ -72,4 +79,17 @@ def build(config: SACConfig, ctx: BuildContext) -> AlgorithmParts:
     def load_extra_state(state: dict[str, Any]) -> None:
         buffer.load_state_dict(state["replay_buffer"])
 
-    return AlgorithmParts(trainer, actor, "loss_module.actor_network", extra_state, load_extra_state)
+    def set_target_entropy(value: Any) -> None:
+        loss.target_entropy.fill_(auto_entropy if value is None else float(value))
+
+    def set_tau(value: Any) -> None:
+        target_updater.eps = 1.0 - float(value)
+
+    live = {
+        **shared_live_values(trainer, None, ctx.iterations),
+        "gamma": tensor_value(loss.value_estimator, "gamma"),
+        "tau": LiveValue(lambda: float(format(1.0 - float(target_updater.eps), ".12g")), set_tau),
+        "target_entropy": LiveValue(lambda: float(loss.target_entropy), set_target_entropy),
+        "optim_steps_per_batch": attribute_value(trainer, "optim_steps_per_batch", int),
+    }
+    return AlgorithmParts(trainer, actor, "loss_module.actor_network", extra_state, load_extra_state, live=live)
