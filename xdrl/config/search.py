@@ -248,7 +248,9 @@ def check_pbt(search: SearchConfig, base: dict[str, Any], iterations: int) -> li
             )
         if search.scheduler == "pb2" and dimension.type == "choice":
             raise ConfigError(
-                f"{where}.{dimension.key}", "choice", "a uniform, loguniform or int range for PB2 (its bandit fits bounds)"
+                f"{where}.{dimension.key}",
+                "choice",
+                "a uniform, loguniform or int range for PB2 (its bandit fits bounds)",
             )
     check_space_values(dimensions, base, search.seed, where)
     interval = search.pbt.perturbation_interval

@@ -87,6 +87,16 @@ def plan(overrides: Sequence[str], *, check_schema: bool = True) -> TunePlan:
         check_space_keeps_shapes(dimensions)
         raw["init"]["policy"] = validated.config.init.policy
         overrides = with_override(overrides, "init.policy", validated.config.init.policy)
+    collector = validated.config.collector
+    iterations = iterations_of(collector.total_frames, collector.frames_per_batch)
+    # Before the space's checks: with PBT the space is usually the mutations, and a key that cannot
+    # change mid-run is refused for that reason first.
+    mutated = check_pbt(search, base, iterations)
+    if mutated:
+        # Every member logs the values in force of the mutated keys (hparams/<key>): the schedule.
+        raw["hooks"]["hparams"] = list(dict.fromkeys([*raw["hooks"]["hparams"], *(d.key for d in mutated)]))
+        base = {**raw, "search": None}
+        validated = validate(base)
     check_grid(search, dimensions)
     check_space_keys(dimensions, base)
     check_space_values(dimensions, base, search.seed)
@@ -94,13 +104,6 @@ def plan(overrides: Sequence[str], *, check_schema: bool = True) -> TunePlan:
         from xdrl.builder.warm_start import check_warm_start
 
         check_warm_start(validated)
-    collector = validated.config.collector
-    iterations = iterations_of(collector.total_frames, collector.frames_per_batch)
-    mutated = check_pbt(search, base, iterations)
-    if mutated:
-        # Every member logs the values in force of the mutated keys (hparams/<key>): the schedule.
-        raw["hooks"]["hparams"] = list(dict.fromkeys([*raw["hooks"]["hparams"], *(d.key for d in mutated)]))
-        validated = validate({**raw, "search": None})
     if check_schema:
         from xdrl.builder.schema import metric_schema
 

@@ -14,10 +14,10 @@ import socket
 import time
 from typing import Any
 
+from xdrl.builder.experiment import HPARAMS
 from xdrl.config.algorithms import ALGORITHMS
 from xdrl.config.schema import to_dict
 from xdrl.config.search import with_values
-from xdrl.builder.experiment import HPARAMS
 from xdrl.distributed.bridge import CHECKPOINT_FILE, ORIGIN_FILE, TuneReportHook
 from xdrl.distributed.worker import (  # noqa: F401 - trainable_class: the tuner's
     TrialPreempted,
@@ -276,7 +276,12 @@ def _record_exploit(experiment: Any, bridge: TuneReportHook, event: dict[str, An
         "pbt/exploit_seconds": event["seconds"],
         "pbt/checkpoint_mb": size / 1e6,
     }
-    _log.info("exploited %s at its iteration %s (generation %s)", event["donor"], event["donor_iteration"], event["generation"])
+    _log.info(
+        "exploited %s at its iteration %s (generation %s)",
+        event["donor"],
+        event["donor_iteration"],
+        event["generation"],
+    )
 
 
 def load_tune_checkpoint(directory: pathlib.Path) -> dict[str, Any] | None:

@@ -150,7 +150,9 @@ def _target_update_interval(updater: HardUpdate) -> LiveValue:
     return LiveValue(lambda: int(updater.value_network_update_interval), set_interval)
 
 
-def _exploration_values(greedy: EGreedyModule, annealing: EpsilonAnnealingHook, total_frames: int) -> dict[str, LiveValue]:
+def _exploration_values(
+    greedy: EGreedyModule, annealing: EpsilonAnnealingHook, total_frames: int
+) -> dict[str, LiveValue]:
     """eps_init, eps_end and exploration_fraction: the schedule, with epsilon recomputed for the frames annealed so far.
 
     Epsilon is where the new schedule has it after the frames the (maybe donated) trainer
