@@ -162,6 +162,9 @@ def make_population_based(search: SearchConfig, total_frames: int | None = None)
         "quantile_fraction": pbt.quantile_fraction,
         "synch": pbt.synch,
         "custom_explore_fn": _explore_within(dimensions),
+        # Evaluation metrics come every few iterations (then carried forward): a result before the
+        # first evaluation has none, and takes no part in a decision.
+        "require_attrs": False,
     }
     if search.scheduler == "pb2":
         from ray.tune.schedulers.pb2 import PB2
