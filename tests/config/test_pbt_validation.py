@@ -39,6 +39,11 @@ PBT_CASES = {
         ["collector.total_frames=2048", "checkpoint.interval=1", "search.pbt.perturbation_interval=8"],
         r"^search.pbt.perturbation_interval=8 is not accepted: expected fewer than the run's 8 iterations",
     ),
+    "a schedule of a mutated key": (
+        ["schedule=[{frames:0,values:{algo.clip_epsilon:0.1}},{frames:256,values:{algo.lr:0.001}}]"],
+        r"^schedule\[1\].values.algo.lr=0.001 is not accepted: expected no key that search.pbt.mutations also "
+        r"changes",
+    ),
     "a zero perturbation interval": (
         ["search.pbt.perturbation_interval=0"],
         r"^search.pbt.perturbation_interval=0 is not accepted: expected 1 or more iterations$",

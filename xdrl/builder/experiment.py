@@ -25,6 +25,7 @@ from xdrl.builder.checkpointing import PREEMPTED, TrainerCheckpointHook, remove_
 from xdrl.builder.envs import EPISODE_VECTOR_REWARD, VECTOR_REWARD, make_env, observation_statistics
 from xdrl.builder.loggers import make_csv_logger, make_wandb_logger
 from xdrl.builder.metrics import MetricsRouter
+from xdrl.builder.schedule import HyperparameterSchedule
 from xdrl.builder.warm_start import load_policy_state
 from xdrl.config.algorithms import ALGORITHMS
 from xdrl.config.validation import ValidatedExperiment
@@ -55,6 +56,8 @@ class Experiment:
     checkpoints: TrainerCheckpointHook
     policies: PolicyCheckpointHook
     run_id: str
+    #: The config's ``schedule`` on the live trainer (no entries: nothing to do).
+    schedule: HyperparameterSchedule | None = None
 
     @property
     def config(self) -> Any:
@@ -270,6 +273,10 @@ def build(
     trainer.register_op("post_steps", functools.partial(_save_final_policy, trainer, policies))
     if hooks_config.hparams:  # the values in force this iteration, read from the live objects
         trainer.register_op("post_steps_log", functools.partial(log_hparams, trainer, parts, hooks_config.hparams))
+    schedule = HyperparameterSchedule(config.schedule, parts)
+    schedule.catch_up(0)  # the entries of frame 0 are in force from the first batch
+    if config.schedule:  # after the iteration's hparams/* are logged, before the next batch
+        trainer.register_op("post_steps_log", functools.partial(schedule, trainer))
     trainer.register_op("post_steps_log", router.end_iteration)  # metrics.jsonl row of the iteration
     if "wandb" in loggers:
         WandbFlushHook().register(trainer)  # ... and its W&B row
@@ -284,7 +291,9 @@ def build(
     if "wandb" in loggers:
         checkpoints.on_stop.append(functools.partial(mark_wandb_preempting, loggers["wandb"]))
         WandbFinishHook().register(trainer)
-    return Experiment(validated, output_dir, device, trainer, parts, hooks, router, checkpoints, policies, run_id)
+    return Experiment(
+        validated, output_dir, device, trainer, parts, hooks, router, checkpoints, policies, run_id, schedule
+    )
 
 
 #: Namespace of the hyperparameters in force (``hooks.hparams``): ``hparams/algo.lr``.
@@ -337,7 +346,8 @@ def restore(experiment: Experiment, payload: dict[str, Any] | None, exploit: Exp
     files of writes a crash cut short are removed, and so are trainer and policy
     checkpoints newer than the restored state. Every metric sink is brought level
     with ``metrics.jsonl`` under the lineage rule (:mod:`xdrl.records.lineage`).
-    The config's live hyperparameters are put in force over the loaded ones.
+    The config's live hyperparameters are put in force over the loaded ones, and over those
+    the values of the config's ``schedule`` at the restored frames.
 
     With ``exploit``, the payload is a donor's: its learning state (weights, optimizer,
     loss, collector, frames, exploration, replay buffer unless ``exploit.extra``) is
@@ -357,6 +367,8 @@ def restore(experiment: Experiment, payload: dict[str, Any] | None, exploit: Exp
         # The config's hyperparameters, which a resume or a PBT exploit may change, on the live objects
         # (the learning rate's schedule stretched over the run's maybe longer budget).
         apply_hyperparameters(experiment.parts, experiment.validated.algo)
+        if experiment.schedule is not None:  # the schedule's values at the restored frames win
+            experiment.schedule.catch_up(int(experiment.trainer.collected_frames))
         iteration = int(payload["iteration"])  # the checkpoint hook's own state marks it as saved
         if exploit is not None:
             iteration = exploit.clock

@@ -205,6 +205,16 @@ class SearchConfig:
 
 
 @dataclasses.dataclass
+class ScheduleEntry:
+    """One step of a hyperparameter schedule (``schedule``): values put in force at a frame count."""
+
+    #: The values apply from the first iteration whose batch starts at or after this many frames.
+    frames: int
+    #: Live ``algo.*`` keys (dotted, as in ``hooks.hparams``) and their new values.
+    values: dict[str, Any]
+
+
+@dataclasses.dataclass
 class ExperimentConfig:
     """One experiment: what ``xdrl train`` runs and what a Tune trial runs."""
 
@@ -222,6 +232,9 @@ class ExperimentConfig:
     resources: ResourcesConfig
     #: The Ray Tune search (``null`` for plain training).
     search: dict[str, Any] | None
+    #: Hyperparameter values put in force on the live trainer at given frame counts, in ascending
+    #: frames (``[]``: the ``algo`` values throughout). ``xdrl confirm`` re-runs a PBT member's this way.
+    schedule: list[ScheduleEntry]
 
 
 def _describe(tp: Any) -> str:

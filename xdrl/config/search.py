@@ -246,6 +246,13 @@ def check_pbt(search: SearchConfig, base: dict[str, Any], iterations: int) -> li
                 dimension.key,
                 f"a key a live {algo} trainer can change ({live}); {dimension.key} cannot: {reason}",
             )
+        scheduled = [i for i, entry in enumerate(base.get("schedule") or []) if dimension.key in entry["values"]]
+        if scheduled:
+            raise ConfigError(
+                f"schedule[{scheduled[0]}].values.{dimension.key}",
+                base["schedule"][scheduled[0]]["values"][dimension.key],
+                f"no key that search.pbt.mutations also changes (the schedule would undo every exploit's {dimension.key})",
+            )
         if search.scheduler == "pb2" and dimension.type == "choice":
             raise ConfigError(
                 f"{where}.{dimension.key}",

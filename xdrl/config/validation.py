@@ -273,7 +273,65 @@ def validate(raw: dict[str, Any]) -> ValidatedExperiment:
     algo = from_mapping(algorithm.config_cls, config.algo, "algo")
     env_info = inspect_env(config.env)
     _check_algorithm(config, algorithm, algo, env_info)
+    _check_schedule(config, algorithm, algo, env_info)
+    # The scheduled keys are logged as hparams/<key> (the values in force), like PBT's mutated keys.
+    scheduled = [key for entry in config.schedule for key in entry.values]
+    config.hooks.hparams = list(dict.fromkeys([*config.hooks.hparams, *scheduled]))
     return ValidatedExperiment(config=config, algo=algo, env_info=env_info)
+
+
+def _check_schedule(config: ExperimentConfig, algorithm: Any, algo: Any, env_info: Any) -> None:
+    """``schedule``: live keys only, ascending frames within the run, values the config accepts where they apply.
+
+    Each entry is checked with every value in force from its frames on (the ``algo`` values
+    with the entries so far applied), by the checks of ``algo`` itself.
+    """
+    live = ", ".join(f"algo.{k}" for k in algorithm.live_keys)
+    in_force = dict(config.algo)
+    previous = -1
+    total = config.collector.total_frames
+    for index, entry in enumerate(config.schedule):
+        where = f"schedule[{index}]"
+        _require(
+            entry.frames > previous,
+            f"{where}.frames",
+            entry.frames,
+            "0 or more" if index == 0 else f"more than schedule[{index - 1}].frames={previous} (ascending frames)",
+        )
+        _require(
+            entry.frames < total,
+            f"{where}.frames",
+            entry.frames,
+            f"fewer than collector.total_frames={total} (no batch starts later: the entry would never apply)",
+        )
+        previous = entry.frames
+        _require(
+            bool(entry.values), f"{where}.values", entry.values, "a non-empty mapping of live algo.* keys to values"
+        )
+        for key, value in entry.values.items():
+            reason = live_key_refusal(algo.name, key) if isinstance(key, str) else "not a dotted config key"
+            _require(
+                reason is None,
+                f"{where}.values.{key}",
+                value,
+                f"keys a live {algo.name} trainer can change ({live}); {key} cannot: {reason}",
+            )
+            in_force[key.removeprefix("algo.")] = value
+        try:
+            scheduled = from_mapping(algorithm.config_cls, in_force, "algo")
+            _check_algorithm(config, algorithm, scheduled, env_info)
+            # Typed as the config types them (an int learning rate becomes a float).
+            entry.values = {key: getattr(scheduled, key.removeprefix("algo.")) for key in entry.values}
+        except ConfigError as error:
+            name = error.key.removeprefix("algo.")
+            key = f"algo.{name}" if f"algo.{name}" in entry.values else None
+            if key is None:  # a limit across keys, or a value of an earlier entry still in force
+                raise ConfigError(
+                    where, entry.values, f"values the config accepts from frame {entry.frames} on ({error})"
+                ) from error
+            raise ConfigError(
+                f"{where}.values.{key}", error.value, f"values the config accepts ({error.accepted})"
+            ) from error
 
 
 # Checks against this host, for ``xdrl train``: a Tune trial's host and GPU are Ray's choice.
