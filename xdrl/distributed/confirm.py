@@ -6,6 +6,12 @@ every run ends with a deterministic evaluation of its final policy. Per
 configuration: the interquartile mean of those returns with a stratified
 bootstrap 95% interval; per pair: the probability that one beats the other.
 
+A population-based search (PBT, PB2) has no fixed best configuration: a member's
+values changed at each exploit, and its trainer state came from its donors. There
+the top ``k`` members by their final search metric are re-run with the ``schedule``
+of their lineage (:func:`xdrl.report.population.lineage_schedule`): the values their
+trainer state was trained with, put in force at the same frames.
+
 This module runs the grid; the statistics and their table are the report's
 (:mod:`xdrl.report.confirmation`), the file ``confirm.json`` is a record
 (:mod:`xdrl.records.experiment`), which ``xdrl report`` shows.
@@ -19,6 +25,7 @@ from typing import Any
 from xdrl.config.errors import ConfigError
 from xdrl.distributed import tuner
 from xdrl.records.experiment import confirm_directory, write_confirmation
+from xdrl.report import population
 from xdrl.report.confirmation import render, summarize
 from xdrl.report.data import load_experiment
 
@@ -40,11 +47,26 @@ def run_confirm_trial(
 
 
 def top_candidates(directory: pathlib.Path, top: int) -> tuple[Any, list[dict[str, Any]], list[Any]]:
-    """The search's base config and the sampled values of its ``top`` best trials."""
+    """The search's base config and the sampled values of its ``top`` best trials.
+
+    PBT/PB2: the ``top`` members with the best final search metric, each as its lineage's first
+    sampled values (those :data:`search.pbt.mutations` does not change) and its ``schedule``.
+    """
     data = load_experiment(directory)
     if len(data.metrics) != 1:
         raise ConfigError("search.metric", data.metrics, "a single metric for xdrl confirm (this search has several)")
     metric, mode = data.metrics[0], data.modes[0]
+    if population.is_population_based(data):
+        members = population.ranked_members(data)[:top]
+        if not members:
+            raise ConfigError("DIR", str(directory), f"an experiment with members that reported {metric}")
+        keys = population.mutated_keys(data)
+        candidates = []
+        for member in members:
+            schedule = population.lineage_schedule(data, member.trial_id, keys)
+            fixed = {k: v for k, v in schedule.root_params.items() if k not in keys}
+            candidates.append({**fixed, "schedule": schedule.entries})
+        return data, candidates, members
     ranked = sorted(
         (t for t in data.trials if t.best(metric, mode) is not None),
         key=lambda t: t.best(metric, mode),
@@ -63,7 +85,9 @@ def confirm(directory: str | pathlib.Path, *, top: int, seeds: int, episodes: in
     if top < 1 or seeds < 2 or episodes < 1:
         raise ConfigError("--top/--seeds/--episodes", (top, seeds, episodes), "top >= 1, seeds >= 2, episodes >= 1")
     data, candidates, trials = top_candidates(directory, top)
-    base = {**data.base, "search": None}
+    from xdrl.config.loading import with_new_defaults
+
+    base = with_new_defaults({**data.base, "search": None})  # an experiment stored before the schedule key
     from xdrl.config import validate
     from xdrl.distributed.search import with_values
 
@@ -103,6 +127,8 @@ def confirm(directory: str | pathlib.Path, *, top: int, seeds: int, episodes: in
         if result.metrics and FINAL_RETURN in result.metrics:
             scores[result.config["xdrl_candidate"]].append(float(result.metrics[FINAL_RETURN]))
     summary = summarize(candidates, [t.trial_id for t in trials], scores)
+    if population.is_population_based(data):
+        summary["rerun"] = "schedule"  # each candidate's params hold the schedule of its member's lineage
     summary["experiment"] = str(confirm_dir)
     write_confirmation(directory, summary)
     return summary

@@ -14,7 +14,7 @@ import numpy as np
 
 from xdrl.records.atomic import atomic_write_text
 from xdrl.records.experiment import read_confirmation, train_command
-from xdrl.report import figures
+from xdrl.report import figures, population
 from xdrl.report.data import ExperimentData, Trial, load_experiment
 from xdrl.report.importances import param_importances
 from xdrl.report.pareto import hypervolume, pareto_mask
@@ -42,6 +42,9 @@ class Report:
     importances: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
     #: The importance evaluator that computed them (a readable name, e.g. "PED-ANOVA").
     importance_evaluator: str | None = None
+    #: A population-based search (PBT, PB2): its schedule figure, lineage, final population and
+    #: the best member's schedule (see :func:`_population`); ``None`` for other searches.
+    population: dict[str, Any] | None = None
 
 
 def _sort_key(value: float | None, mode: str) -> float:
@@ -134,6 +137,48 @@ def _pareto_front(
     return pareto, volume
 
 
+def _population(
+    data: ExperimentData, out: pathlib.Path, made: dict[str, pathlib.Path], notes: list[str]
+) -> dict[str, Any]:
+    """PBT/PB2: the members' schedules (figure), every exploit, the final population, the best member's schedule.
+
+    The best member is the one with the best *final* search metric (what PBT ranks by); its
+    schedule is the one ``xdrl confirm`` re-runs, and its ``xdrl train`` line sets it.
+    """
+    keys = population.mutated_keys(data)
+    ranked = population.ranked_members(data)
+    best = ranked[0] if ranked else None
+    exploits = {t.trial_id: population.events(t) for t in data.trials}
+    found: dict[str, Any] = {
+        "keys": keys,
+        "lineage": population.lineage_table(data, keys),
+        "final": population.final_population(data, keys),
+        "best": None,
+        "schedule": None,
+        "command": None,
+    }
+    if any(f"hparams/{k}" in row for t in data.trials for row in t.rows for k in keys):
+        spaces = population.parse_dimensions(data.search["pbt"]["mutations"], "search.pbt.mutations")
+        made["pbt_schedule"] = figures.pbt_schedule(
+            data.trials,
+            keys,
+            exploits,
+            best.trial_id if best else None,
+            out / "pbt_schedule.png",
+            log_keys=[d.key for d in spaces if d.type == "loguniform"],
+        )
+    else:
+        notes.append("no member has logged its hparams/* rows yet: no schedule figure")
+    if best is not None:
+        schedule = population.lineage_schedule(data, best.trial_id, keys)
+        found.update(
+            best=best.trial_id,
+            schedule=schedule,
+            command=population.schedule_command(data.overrides, schedule, keys),
+        )
+    return found
+
+
 def build_report(directory: str | pathlib.Path) -> Report:
     """Read the experiment in ``directory`` and write ``directory/report/`` (the experiment is not touched).
 
@@ -154,6 +199,7 @@ def build_report(directory: str | pathlib.Path) -> Report:
         notes.append(f"no trial has reported {metric} yet: no learning curves")
     evaluator, importances = _study_figures(data, out, made, notes)
     pareto, volume = _pareto_front(data, out, made, notes)
+    found = _population(data, out, made, notes) if population.is_population_based(data) else None
     report = Report(
         data,
         rows,
@@ -167,6 +213,7 @@ def build_report(directory: str | pathlib.Path) -> Report:
         read_confirmation(data.directory),
         importances,
         evaluator,
+        found,
     )
     atomic_write_text(report.markdown, render_markdown(report))
     return report

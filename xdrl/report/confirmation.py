@@ -58,6 +58,17 @@ def summarize(
     return {"candidates": rows, "probability_of_improvement": pairs}
 
 
+def describe_entry(entry: Mapping[str, Any]) -> str:
+    """One entry of a ``schedule``: ``frames 512: algo.lr=0.0007 ...``.
+
+    Examples:
+        >>> describe_entry({"frames": 512, "values": {"algo.lr": 0.00069816, "algo.epochs": 3}})
+        'frames 512: algo.lr=0.0006982 algo.epochs=3'
+    """
+    values = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in entry["values"].items())
+    return f"frames {entry['frames']}: {values}"
+
+
 def render(summary: Mapping[str, Any]) -> str:
     """The summary as a fixed-width text table (the terminal's and ``report.md``'s).
 
@@ -66,12 +77,23 @@ def render(summary: Mapping[str, Any]) -> str:
         1     a             3.5               [3.0, 4.0]           [3, 4]  lr=0.1
     """
     lines = ["rank  search trial  IQM final return  95% CI              returns  params"]
+    if summary.get("rerun") == "schedule":
+        lines.insert(
+            0,
+            "Population-based search: each member's schedule re-ran (the values its lineage trained with, "
+            "in force from the frames shown)",
+        )
     for row in summary["candidates"]:
         ci = "-" if row["ci95"] is None else f"[{row['ci95'][0]:.1f}, {row['ci95'][1]:.1f}]"
         iqm = "-" if row["iqm"] is None else f"{row['iqm']:.1f}"
         returns = ", ".join(f"{r:.0f}" for r in row["returns"])
-        params = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row["params"].items())
+        fixed = {k: v for k, v in row["params"].items() if k != "schedule"}
+        params = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in fixed.items())
+        if "schedule" in row["params"]:
+            params = f"{params} schedule:".strip()
         lines.append(f"{row['rank']:<5} {row['search_trial']:<13} {iqm:<17} {ci:<20} [{returns}]  {params}")
+        for entry in row["params"].get("schedule", []):
+            lines.append(f"{'':<8}{describe_entry(entry)}")
     if summary["probability_of_improvement"]:
         lines.append("")
         lines.append("P(rank X beats rank Y) with 95% CI:")

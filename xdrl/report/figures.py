@@ -105,3 +105,68 @@ def pareto_front(
     axes.grid(alpha=0.3)
     axes.legend(loc="best")
     return _save(figure, path)
+
+
+def pbt_schedule(
+    trials: Sequence[Trial],
+    keys: Sequence[str],
+    exploits: dict[str, list[dict[str, Any]]],
+    best: str | None,
+    path: pathlib.Path,
+    log_keys: Sequence[str] = (),
+) -> pathlib.Path:
+    """Each member's hyperparameters over its trainer's frames: one panel per mutated key, one line per member.
+
+    A member's frames jump to its donor's at an exploit: its line breaks there, and the exploit
+    is marked where the member continues (a dotted stroke from the donor's value to its new one).
+
+    Args:
+        trials: The members (their ``metrics.jsonl`` rows hold ``hparams/<key>``).
+        keys: The mutated keys, one panel each.
+        exploits: Member id -> its ``pbt_events.jsonl`` events.
+        best: The member drawn thick (the best final search metric), if any.
+        path: Where the PNG goes.
+        log_keys: Keys drawn on a log scale (loguniform ranges).
+    """
+    figure, panels = plt.subplots(len(keys), 1, figsize=(8, 2.8 * len(keys) + 0.6), squeeze=False, sharex=True)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for index, trial in enumerate(trials):
+        color = colors[index % len(colors)]
+        starts = {int(e["iteration"]) + 1 for e in exploits.get(trial.trial_id, [])}
+        # The member's lives: its rows split before each row that follows an exploit.
+        lives: list[list[dict[str, Any]]] = [[]]
+        for row in trial.rows:
+            if int(row.get("counters/iter", 0)) in starts and lives[-1]:
+                lives.append([])
+            lives[-1].append(row)
+        for axes, key in zip(panels[:, 0], keys, strict=True):
+            name = f"hparams/{key}"
+            for number, life in enumerate(lives):
+                points = [(r["counters/total_frames"], r[name]) for r in life if name in r]
+                if not points:
+                    continue
+                frames, values = zip(*points, strict=True)
+                axes.plot(
+                    frames,
+                    values,
+                    color=color,
+                    linewidth=2.5 if trial.trial_id == best else 1.2,
+                    marker=".",
+                    label=(f"{trial.trial_id}{' (best)' if trial.trial_id == best else ''}" if number == 0 else None),
+                )
+            for event in exploits.get(trial.trial_id, []):
+                new, old = event.get("hparams", {}).get(name), event.get("donor_hparams", {}).get(name)
+                if new is None:
+                    continue
+                axes.scatter([event["frames"]], [new], color=color, marker="D", s=36, zorder=4, edgecolors="black")
+                if old is not None:
+                    axes.plot([event["frames"]] * 2, [old, new], color=color, linestyle=":", linewidth=1)
+    for axes, key in zip(panels[:, 0], keys, strict=True):
+        axes.set_ylabel(key)
+        if key in log_keys:
+            axes.set_yscale("log")
+        axes.grid(alpha=0.3)
+    panels[-1, 0].set_xlabel("trainer frames (counters/total_frames; an exploit continues from the donor's)")
+    panels[0, 0].set_title("hyperparameter schedule of every member (diamonds: exploits)")
+    panels[0, 0].legend(loc="best", fontsize="small")
+    return _save(figure, path)

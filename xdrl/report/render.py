@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from xdrl.report.confirmation import render as render_confirmation
 from xdrl.report.importances import TOP_QUANTILE
+from xdrl.report.population import describe_schedule
 
 if TYPE_CHECKING:  # only for annotations: the builder imports this module
     from xdrl.report.build import Report
@@ -40,6 +41,61 @@ def _start(base: dict[str, Any]) -> str:
     """Where every trial's policy started: fresh weights or a warm start's file (``init.policy``)."""
     policy = (base.get("init") or {}).get("policy")
     return f"warm start from `{policy}` (init.policy)" if policy else "fresh weights"
+
+
+def _rows_table(rows: list[dict[str, Any]]) -> list[str]:
+    headers = list(dict.fromkeys(h for row in rows for h in row))
+    return _table(headers, [[row.get(h) for h in headers] for row in rows])
+
+
+def _population_text(report: Report) -> list[str]:
+    """PBT/PB2: the schedule figure, the best member's schedule, the final population and every exploit."""
+    found, data = report.population, report.data
+    metric = data.metrics[0]
+    scheduler = data.search["scheduler"].upper()
+    lines = ["", f"## Population-based training ({scheduler})", ""]
+    lines.append(
+        f"Mutated keys: {', '.join(f'`{k}`' for k in found['keys'])}. A member's sampled values are only its "
+        "start: at each exploit it copies a donor's trainer (frames included) and trains on with new values."
+    )
+    if "pbt_schedule" in report.figures:
+        lines += [
+            "",
+            "### Hyperparameter schedule of every member",
+            "",
+            f"![Hyperparameter schedule]({report.figures['pbt_schedule'].name})",
+        ]
+    schedule = found["schedule"]
+    if schedule is not None:
+        chain = " -> ".join(
+            f"`{m}`" + ("" if upto is None else f" (to its iteration {upto})") for m, upto in schedule.chain
+        )
+        lines += [
+            "",
+            "### Best member's schedule",
+            "",
+            f"Member `{found['best']}` has the best final `{metric}`. Its trainer state's lineage: {chain}. "
+            "The values it was trained with, by the trainer's frames (each in force from the first batch "
+            "starting at or after them):",
+            "",
+        ]
+        lines += _table(
+            ["from frames", *found["keys"]],
+            [[e["frames"], *(e["values"].get(k) for k in found["keys"])] for e in schedule.entries],
+        )
+        lines += ["", "Train it again (`xdrl confirm` re-runs it over seeds):", "", "```bash", found["command"], "```"]
+    lines += ["", "### Final population", ""]
+    lines += _rows_table(found["final"]) if found["final"] else ["No member has reported yet."]
+    lines += ["", "### Lineage: every exploit", ""]
+    if found["lineage"]:
+        lines.append(
+            "`after iteration`: the member's last own iteration before it took the donor's checkpoint of "
+            "`donor iteration` (the donor's clock); `frames`: the donor's frames, where the member continues."
+        )
+        lines += [""] + _rows_table(found["lineage"])
+    else:
+        lines.append("No member has exploited another yet.")
+    return lines
 
 
 def render_markdown(report: Report) -> str:
@@ -84,6 +140,8 @@ def render_markdown(report: Report) -> str:
             lines += ["", f"## {title}", "", f"![{title}]({report.figures[key].name})"]
         if key == "param_importances" and report.importances:
             lines += ["", _importances_text(report)]
+    if report.population is not None:
+        lines += _population_text(report)
     if report.pareto:
         lines += ["", "## Pareto front of the trials", ""]
         headers = list(report.pareto[0])
@@ -126,5 +184,9 @@ def terminal_summary(report: Report) -> str:
         lines += ["", f"Pareto front: {len(report.pareto)} trial(s)"]
         if report.hypervolume is not None:
             lines.append(f"hypervolume: {report.hypervolume:.4g}")
+    if report.population is not None and report.population["schedule"] is not None:
+        lines += ["", f"best member (final {metric}): {report.population['best']}, its schedule:"]
+        lines += [f"  {line}" for line in describe_schedule(report.population["schedule"].entries)]
+        lines.append(f"train it: {report.population['command']}")
     lines += ["", f"report: {report.markdown}"]
     return "\n".join(lines)
