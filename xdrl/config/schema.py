@@ -160,8 +160,6 @@ class PbtConfig:
     spaces: dict[str, Any]
     #: Off-policy members: an exploit copies the donor's replay buffer (true) or keeps its own (false).
     copy_replay_buffer: bool
-    #: All members decide together at each interval (Tune's ``synch``), rather than each on its own.
-    synch: bool
 
 
 @dataclasses.dataclass

@@ -160,7 +160,9 @@ def make_population_based(search: SearchConfig, total_frames: int | None = None)
         "mode": search.mode,
         "perturbation_interval": pbt.perturbation_interval,
         "quantile_fraction": pbt.quantile_fraction,
-        "synch": pbt.synch,
+        # Each member decides when it reaches a boundary (Tune's asynchronous PBT). Not ``synch``: it pauses
+        # members at every result until all reach the boundary, and a function trainable paused between
+        # checkpoints restarts from its last one, re-runs the same iteration and is paused again, for ever.
         "custom_explore_fn": _explore_within(dimensions),
         # Evaluation metrics come every few iterations (then carried forward): a result before the
         # first evaluation has none, and takes no part in a decision.
