@@ -98,7 +98,8 @@ def test_lineage_schedules_give_the_values_every_row_of_the_lineage_trained_with
                     expected = scheduled(entries, row["counters/total_frames"] - FRAMES)
                     assert hparams(row) == pytest.approx(expected, rel=1e-6), (member.trial_id, trial_id, row)
                     checked += 1
-        assert checked >= 8  # a whole run's worth of iterations: the lineage covers frames 0..512
+        # Every iteration of the lineage, from frame 0 to the member's last: its length in batches.
+        assert checked == schedule.frames // FRAMES
 
 
 def test_report_shows_the_schedule_figure_the_lineage_and_the_final_population(pbt):
@@ -134,8 +135,8 @@ def test_report_shows_the_schedule_figure_the_lineage_and_the_final_population(p
         (member,) = [d for d in trial_dirs(pbt) if row["member"] in d.name]
         rows = read_jsonl(member / "metrics.jsonl")
         events = read_jsonl(member / "pbt_events.jsonl")
-        assert row["frames"] == rows[-1]["counters/total_frames"] == FRAMES * 8
-        assert row["iterations"] == len(rows) and row["exploits"] == len(events)
+        assert row["frames"] == rows[-1]["counters/total_frames"]
+        assert row["iterations"] == len(rows) == 8 and row["exploits"] == len(events)
         assert row["generation"] == (events[-1]["generation"] if events else 0)
         for key in KEYS:
             assert row[f"final {key}"] == rows[-1][f"hparams/{key}"]
@@ -148,7 +149,10 @@ def test_report_shows_the_schedule_figure_the_lineage_and_the_final_population(p
     command = found["command"]
     override = command.split("'")[1]
     assert override.startswith("schedule=[")
-    composed = validate(compose_config(["experiment=cartpole_ppo", f"collector.total_frames={FRAMES * 8}", override]))
+    assert f"collector.total_frames={schedule.frames}" in command  # the lineage's length
+    composed = validate(
+        compose_config(["experiment=cartpole_ppo", f"collector.total_frames={schedule.frames}", override])
+    )
     assert [{"frames": e.frames, "values": e.values} for e in composed.config.schedule] == schedule.entries
 
     markdown = report.markdown.read_text()
@@ -183,7 +187,9 @@ def test_confirm_reruns_every_members_lineage_schedule(pbt):
         candidate = json.loads((run / "params.json").read_text())["xdrl_candidate"]
         entries = schedules[candidate]
         rows = read_jsonl(run / "metrics.jsonl")
-        assert [row["counters/iter"] for row in rows] == list(range(1, 9))
+        length = summary["candidates"][candidate]["params"]["collector.total_frames"]  # the lineage's frames
+        assert [row["counters/iter"] for row in rows] == list(range(1, length // FRAMES + 1))
+        assert rows[-1]["counters/total_frames"] == length
         for row in rows:
             expected = scheduled(entries, row["counters/total_frames"] - FRAMES)
             assert hparams(row) == pytest.approx(expected, rel=1e-6), (run.name, row["counters/iter"])

@@ -387,6 +387,22 @@ def restore(experiment: Experiment, payload: dict[str, Any] | None, exploit: Exp
     return iteration
 
 
+def give_member_budget(experiment: Experiment, iterations: int) -> int:
+    """A population member's budget: ``iterations`` of its own, wherever its trainer state came from.
+
+    A PBT member that exploits a donor continues from the donor's frames; its budget is
+    the iterations its own clock has left (the population's frames are then ``num_samples``
+    x ``collector.total_frames``, as for any other search), so the trainer and its collector
+    are given the frames those iterations collect. Returns the trainer's new frame budget.
+    """
+    trainer = experiment.trainer
+    remaining = max(iterations - experiment.router.iteration, 0)
+    budget = int(trainer.collected_frames) + remaining * experiment.config.collector.frames_per_batch
+    trainer.total_frames = budget
+    trainer.collector.total_frames = budget
+    return budget
+
+
 def evaluate(experiment: Experiment, episodes: int, *, seed_offset: int = 20_000) -> list[float]:
     """Returns of ``episodes`` deterministic episodes of the trained policy on fresh environments (side by side)."""
     from xdrl.trainer_hooks.evaluation import play_episodes

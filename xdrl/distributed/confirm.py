@@ -65,7 +65,11 @@ def top_candidates(directory: pathlib.Path, top: int) -> tuple[Any, list[dict[st
         for member in members:
             schedule = population.lineage_schedule(data, member.trial_id, keys)
             fixed = {k: v for k, v in schedule.root_params.items() if k not in keys}
-            candidates.append({**fixed, "schedule": schedule.entries})
+            # The lineage's own length: a member's budget is its own iterations, and the frames it
+            # continued from at an exploit are the donor's, so its trainer may end before or after
+            # collector.total_frames.
+            length = {} if schedule.frames is None else {"collector.total_frames": schedule.frames}
+            candidates.append({**fixed, **length, "schedule": schedule.entries})
         return data, candidates, members
     ranked = sorted(
         (t for t in data.trials if t.best(metric, mode) is not None),

@@ -20,7 +20,6 @@ from xdrl.config.search import (  # noqa: F401 - the planner's entry points, re-
     parse_search,
     with_values,
 )
-from xdrl.records.lineage import FRAMES
 
 
 def tune_space(dimensions: list[Dimension], searcher: str) -> dict[str, Any]:
@@ -96,12 +95,12 @@ def make_searcher(search: SearchConfig, experiment_name: str, experiment_dir: pa
     )
 
 
-def make_scheduler(search: SearchConfig, iterations: int, total_frames: int | None = None) -> Any:
+def make_scheduler(search: SearchConfig, iterations: int) -> Any:
     """ASHA or population-based training (PBT, PB2) on trainer iterations, or None."""
     if search.scheduler == "none":
         return None
     if search.scheduler in ("pbt", "pb2"):
-        return make_population_based(search, total_frames)
+        return make_population_based(search, iterations)
     from ray.tune.schedulers import ASHAScheduler
 
     metric = search.scheduler_metric or (search.metric if isinstance(search.metric, str) else search.metric[0])
@@ -139,7 +138,7 @@ def _explore_within(dimensions: list[Dimension]) -> Any:
     return explore
 
 
-def make_population_based(search: SearchConfig, total_frames: int | None = None) -> Any:
+def make_population_based(search: SearchConfig, iterations: int | None = None) -> Any:
     """Ray Tune's ``PopulationBasedTraining`` (``pbt``) or ``PB2`` (``pb2``) over ``search.pbt.mutations``.
 
     Each exploited member keeps its own iteration count
@@ -182,7 +181,7 @@ def make_population_based(search: SearchConfig, total_frames: int | None = None)
 
     class _MembersKeepTheirClock(base):  # type: ignore[misc, valid-type]
         def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
-            if total_frames is not None and result.get(FRAMES, 0) >= total_frames:
+            if iterations is not None and result.get("training_iteration", 0) >= iterations:
                 return self.CONTINUE
             return super().on_trial_result(tune_controller, trial, result)
 

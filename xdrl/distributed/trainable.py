@@ -130,7 +130,8 @@ def run_trial(
     episodes on a fresh environment and one more report carries their mean
     return as ``final/episode_reward_mean``. ``exploits`` (a population-based
     search: ``{"copy_replay_buffer": bool}``) says what a member keeps of its own
-    when it is handed a donor's checkpoint (:func:`exploit_of`).
+    when it is handed a donor's checkpoint (:func:`exploit_of`); a member's budget is then
+    its own iterations (:func:`~xdrl.builder.experiment.give_member_budget`).
     """
     from ray import tune
 
@@ -167,6 +168,11 @@ def run_trial(
     if payload is not None and origin is not None and origin.get("trial_id") not in (None, "", trial_id):
         exploit, event = exploit_of(experiment, origin, exploits or {}, ALGORITHMS[validated.algo.name].off_policy)
     iteration = restore(experiment, payload, exploit)
+    if exploits is not None:  # a population member: its own iterations are its budget
+        from xdrl.builder.experiment import give_member_budget
+
+        collector = validated.config.collector
+        give_member_budget(experiment, -(-collector.total_frames // collector.frames_per_batch))
     if event is not None:
         _record_exploit(experiment, bridge, event, time.perf_counter() - loading, size)
     elif exploit is not None:  # the same exploit again (the member failed before its own checkpoint)

@@ -71,7 +71,7 @@ def _tuner(plan_: TunePlan, callbacks: Sequence[Any] = ()) -> Any:
         param_space=tune_space(plan_.dimensions, search.searcher),
         tune_config=tune.TuneConfig(
             search_alg=make_searcher(search, plan_.experiment_name, plan_.experiment_dir),
-            scheduler=make_scheduler(search, plan_.iterations, plan_.base["collector"]["total_frames"]),
+            scheduler=make_scheduler(search, plan_.iterations),
             num_samples=search.num_samples,
             max_concurrent_trials=search.max_concurrent_trials,
             # A finished trial's worker takes the next trial (xdrl.distributed.worker resets it in between).

@@ -141,6 +141,9 @@ class LineageSchedule:
     entries: list[dict[str, Any]]
     #: The lineage, from the root: ``(member, its last iteration in the lineage or None for the member)``.
     chain: list[tuple[str, int | None]]
+    #: The frames the member's trainer ended at: the lineage's length (a member's budget is its own
+    #: iterations, and at an exploit it continued from the donor's frames).
+    frames: int | None = None
 
 
 def lineage_schedule(data: ExperimentData, member: str, keys: list[str] | None = None) -> LineageSchedule:
@@ -151,6 +154,8 @@ def lineage_schedule(data: ExperimentData, member: str, keys: list[str] | None =
     """
     keys = mutated_keys(data) if keys is None else keys
     by_id = {t.trial_id: t for t in data.trials}
+    final_rows = by_id[member].rows
+    final_frames = int(final_rows[-1][FRAMES]) if final_rows and FRAMES in final_rows[-1] else None
     chain: list[tuple[str, int | None]] = []
     # Walk back: (trial, the iteration of its own clock its part of the lineage ends at; None: all of it).
     pieces: list[tuple[int, dict[str, Any]]] = []  # (frames, values) from the newest exploit back
@@ -172,7 +177,7 @@ def lineage_schedule(data: ExperimentData, member: str, keys: list[str] | None =
             entries[-1]["values"] = {**entries[-1]["values"], **values}
         else:
             entries.append({"frames": frames, "values": values})
-    return LineageSchedule(member, trial.trial_id, root_params, entries, list(reversed(chain)))
+    return LineageSchedule(member, trial.trial_id, root_params, entries, list(reversed(chain)), final_frames)
 
 
 def _hydra(value: Any) -> str:
@@ -197,8 +202,10 @@ def schedule_override(entries: list[dict[str, Any]]) -> str:
 
 
 def schedule_command(overrides: list[str], schedule: LineageSchedule, keys: list[str]) -> str:
-    """The ``xdrl train`` line that re-runs a member's lineage: the root's other sampled values, and the schedule."""
+    """The ``xdrl train`` line that re-runs a member's lineage: the root's other sampled values, its length, the schedule."""
     fixed = {k: v for k, v in schedule.root_params.items() if k not in keys}
+    if schedule.frames is not None:
+        fixed["collector.total_frames"] = schedule.frames
     return f"{train_command(overrides, fixed)} {schedule_override(schedule.entries)}"
 
 
