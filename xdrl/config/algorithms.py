@@ -111,6 +111,11 @@ class AlgorithmSpec:
 
 _LR = "the optimizer's learning rate (its param_groups, and the annealing schedule's base)"
 _GRAD = "the trainer's gradient-norm clip"
+_TD = "the TD target's discount"
+_STEPS = "the trainer's gradient steps per batch"
+_EXPLORATION = "the exploration schedule (epsilon recomputed for the frames so far)"
+#: Live keys every off-policy algorithm here has (besides its own).
+_OFF_POLICY_LIVE = {"lr": _LR, "gamma": _TD, "max_grad_norm": _GRAD, "optim_steps_per_batch": _STEPS}
 ALGORITHMS: dict[str, AlgorithmSpec] = {
     "ppo": AlgorithmSpec(
         PPOConfig,
@@ -134,14 +139,11 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {
         ("discrete",),
         off_policy=True,
         live_keys={
-            "lr": _LR,
-            "gamma": "the TD target's discount",
+            **_OFF_POLICY_LIVE,
             "target_update_interval": "the target network's copy interval",
-            "eps_init": "the exploration schedule (epsilon recomputed for the frames so far)",
-            "eps_end": "the exploration schedule (epsilon recomputed for the frames so far)",
-            "exploration_fraction": "the exploration schedule (epsilon recomputed for the frames so far)",
-            "max_grad_norm": _GRAD,
-            "optim_steps_per_batch": "the trainer's gradient steps per batch",
+            "eps_init": _EXPLORATION,
+            "eps_end": _EXPLORATION,
+            "exploration_fraction": _EXPLORATION,
         },
     ),
     "sac": AlgorithmSpec(
@@ -150,12 +152,9 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {
         ("box",),
         off_policy=True,
         live_keys={
-            "lr": _LR,
-            "gamma": "the TD target's discount",
+            **_OFF_POLICY_LIVE,
             "tau": "the soft target update's rate",
             "target_entropy": "the temperature's target entropy",
-            "max_grad_norm": _GRAD,
-            "optim_steps_per_batch": "the trainer's gradient steps per batch",
         },
     ),
 }
