@@ -84,6 +84,7 @@ def test_scheduled_values_are_in_force_and_logged_at_their_iterations(tmp_path):
     assert values_at(validated.config.schedule, 319) == {"algo.lr": 0.002, "algo.clip_epsilon": 0.15}
 
 
+@pytest.mark.slow
 def test_a_resumed_run_keeps_its_schedule(tmp_path):
     """Stopped after iteration 4 (256 frames), then ``xdrl train --resume``: the schedule's values win over the config's."""
     validated, directory = runner.prepare_new_run(_overrides(tmp_path))
