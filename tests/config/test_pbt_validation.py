@@ -31,6 +31,11 @@ PBT_CASES = {
         r"^search.pbt.mutations.algo.buffer_size=.*cannot: the replay buffer's storage is allocated once",
         "cartpole_dqn",
     ),
+    "a first population of different networks": (
+        ["search.space={algo:{lr:{type:loguniform,low:1e-4,high:1e-3},hidden_sizes:{type:choice,values:[[32],[64]]}}}"],
+        r"^search.space.algo.hidden_sizes='algo.hidden_sizes' is not accepted: expected keys a live ppo trainer can "
+        r"change with search.scheduler=pbt \(members load each other's whole trainer\); algo.hidden_sizes cannot",
+    ),
     "a perturbation interval off the checkpoints": (
         ["checkpoint.interval=4", "search.pbt.perturbation_interval=6"],
         r"^search.pbt.perturbation_interval=6 is not accepted: expected a multiple of checkpoint.interval=4",

@@ -260,6 +260,17 @@ def check_pbt(search: SearchConfig, base: dict[str, Any], iterations: int) -> li
                 "a uniform, loguniform or int range for PB2 (its bandit fits bounds)",
             )
     check_space_values(dimensions, base, search.seed, where)
+    # The first population: members exploit each other's whole trainer, so what differs between them
+    # must be something a live trainer can take from its config (a network size, say, could not load).
+    for dimension in parse_dimensions(search.space):
+        reason = live_key_refusal(algo, dimension.key)
+        if reason is not None:
+            raise ConfigError(
+                f"search.space.{dimension.key}",
+                dimension.key,
+                f"keys a live {algo} trainer can change with search.scheduler={search.scheduler} (members load each "
+                f"other's whole trainer); {dimension.key} cannot: {reason}",
+            )
     interval = search.pbt.perturbation_interval
     checkpoint_interval = base["checkpoint"]["interval"]
     if interval % checkpoint_interval:
