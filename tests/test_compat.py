@@ -132,3 +132,37 @@ def test_wandb_offline_run_file_layout(tmp_path):
     assert _compat.wandb_record_class().__name__ == "Record"
     records = read_run(path)
     assert records.history[0]["x"] == 1.5 and records.exit_code == 0
+
+
+def test_pbt_exploit_hands_over_a_result_whose_iteration_the_member_keeps(tmp_path):
+    import inspect
+
+    from ray.train._internal.session import _TrainingResult
+    from ray.tune import Checkpoint
+    from ray.tune.experiment import Trial
+    from ray.tune.schedulers.pbt import PopulationBasedTraining, _PBTTrialState
+    from ray.tune.trainable import Trainable
+
+    member = Trial("xdrl_compat", config={"algo.lr": 1e-3}, stub=True)
+    scheduler = PopulationBasedTraining(
+        time_attr="training_iteration",
+        metric="m",
+        mode="max",
+        perturbation_interval=4,
+        hyperparam_mutations={"algo.lr": [1e-3, 2e-3]},
+    )
+    state = _PBTTrialState(member)
+    state.last_result = {"training_iteration": 8, "m": 1.0}
+    scheduler._trial_state[member] = state
+    # What PopulationBasedTraining._exploit hands the member: the donor's checkpoint and last result.
+    assert "_latest_checkpoint_result" in inspect.getsource(PopulationBasedTraining._exploit)
+    donor = _TrainingResult(
+        checkpoint=Checkpoint.from_directory(str(tmp_path)), metrics={"training_iteration": 12, "m": 2.0}
+    )
+    member.run_metadata.checkpoint_manager._latest_checkpoint_result = donor
+    _compat.member_keeps_its_clock(scheduler, member)
+    handed = member.run_metadata.checkpoint_manager._latest_checkpoint_result
+    assert handed.checkpoint is donor.checkpoint and handed.metrics == {"training_iteration": 8, "m": 2.0}
+    assert state.last_train_time == state.last_perturbation_time == 8
+    # ... and a restored trainable counts on from the handed result's iteration.
+    assert "checkpoint_metrics.get(TRAINING_ITERATION" in inspect.getsource(Trainable.restore)

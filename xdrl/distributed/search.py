@@ -153,15 +153,15 @@ def make_population_based(search: SearchConfig, iterations: int | None = None) -
 
     pbt = search.pbt
     dimensions = parse_dimensions(pbt.mutations, "search.pbt.mutations")
+    # Each member decides when it reaches a boundary (Tune's asynchronous PBT). Not ``synch``: it pauses
+    # members at every result until all reach the boundary, and a function trainable paused between
+    # checkpoints restarts from its last one, re-runs the same iteration and is paused again, for ever.
     common = {
         "time_attr": "training_iteration",
         "metric": search.metric,
         "mode": search.mode,
         "perturbation_interval": pbt.perturbation_interval,
         "quantile_fraction": pbt.quantile_fraction,
-        # Each member decides when it reaches a boundary (Tune's asynchronous PBT). Not ``synch``: it pauses
-        # members at every result until all reach the boundary, and a function trainable paused between
-        # checkpoints restarts from its last one, re-runs the same iteration and is paused again, for ever.
         "custom_explore_fn": _explore_within(dimensions),
         # Evaluation metrics come every few iterations (then carried forward): a result before the
         # first evaluation has none, and takes no part in a decision.
