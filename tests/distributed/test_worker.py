@@ -82,6 +82,7 @@ def in_start_order(experiment_dir):
     return sorted(trial_dirs(experiment_dir), key=lambda d: trial_info(d)[0]["started"])
 
 
+@pytest.mark.slow
 def test_between_two_trials_a_worker_holds_nothing_of_the_first_and_sigterm_reaches_the_second():
     done = subprocess.run([sys.executable, "-c", BETWEEN_TRIALS], capture_output=True, text=True, timeout=120)
     assert "between trials: ok" in done.stdout, done.stderr
