@@ -300,11 +300,15 @@ def build(
 HPARAMS = "hparams/"
 
 
+def hparams_in_force(parts: AlgorithmParts, keys: list[str]) -> dict[str, float]:
+    """``{"hparams/<key>": value}`` for each of ``keys`` (``algo.*`` live keys), read from the live trainer."""
+    return {HPARAMS + key: parts.live[key.removeprefix("algo.")].get() for key in keys}
+
+
 def log_hparams(trainer: Trainer, parts: AlgorithmParts, keys: list[str], _batch: Any = None) -> None:
     """Log ``hparams/<key>`` for each of ``keys``: the value the live trainer trained with this iteration."""
-    for key in keys:
-        value = parts.live[key.removeprefix("algo.")].get()
-        trainer.logger.log_scalar(HPARAMS + key, value, step=trainer.collected_frames)
+    for name, value in hparams_in_force(parts, keys).items():
+        trainer.logger.log_scalar(name, value, step=trainer.collected_frames)
 
 
 def _save_final_policy(trainer: Trainer, policies: PolicyCheckpointHook) -> None:

@@ -14,11 +14,12 @@ import socket
 import time
 from typing import Any
 
-from xdrl.builder.experiment import HPARAMS
+from xdrl.builder.experiment import hparams_in_force
 from xdrl.config.algorithms import ALGORITHMS
 from xdrl.config.schema import to_dict
 from xdrl.config.search import with_values
 from xdrl.distributed.bridge import CHECKPOINT_FILE, ORIGIN_FILE, TuneReportHook
+from xdrl.distributed.plan import iterations_of
 from xdrl.distributed.worker import (  # noqa: F401 - trainable_class: the tuner's
     TrialPreempted,
     count_trial,
@@ -172,7 +173,7 @@ def run_trial(
         from xdrl.builder.experiment import give_member_budget
 
         collector = validated.config.collector
-        give_member_budget(experiment, -(-collector.total_frames // collector.frames_per_batch))
+        give_member_budget(experiment, iterations_of(collector.total_frames, collector.frames_per_batch))
     if event is not None:
         _record_exploit(experiment, bridge, event, time.perf_counter() - loading, size)
     elif exploit is not None:  # the same exploit again (the member failed before its own checkpoint)
@@ -264,11 +265,10 @@ def exploit_of(
 
 def _record_exploit(experiment: Any, bridge: TuneReportHook, event: dict[str, Any], seconds: float, size: int) -> None:
     """Write the exploit to the trial's ``pbt_events.jsonl`` and its next metrics row (``pbt/*``)."""
-    parts, config = experiment.parts, experiment.config
     event = {
         **event,
         "frames": int(experiment.trainer.collected_frames),
-        "hparams": {f"{HPARAMS}{key}": parts.live[key.removeprefix("algo.")].get() for key in config.hooks.hparams},
+        "hparams": hparams_in_force(experiment.parts, experiment.config.hooks.hparams),
         "seconds": round(seconds, 4),
         "checkpoint_bytes": size,
     }
