@@ -31,7 +31,7 @@ def _population(tmp_path, name, preset, search, *extra):
             "search.max_concurrent_trials=4",
             "search.metric=hparams/algo.lr",
             "search.mode=max",
-            "search.pbt.perturbation_interval=4",
+            "search.pbt.perturbation_interval=2",
             "checkpoint.interval=2",
             f"collector.frames_per_batch={FRAMES}",
             f"collector.total_frames={FRAMES * ITERATIONS}",
