@@ -23,6 +23,7 @@ from xdrl.distributed.plan import iterations_of
 from xdrl.distributed.worker import (  # noqa: F401 - trainable_class: the tuner's
     TrialPreempted,
     count_trial,
+    restored_iteration,
     running_trial,
     trainable_class,
 )
@@ -222,11 +223,15 @@ def exploit_of(
 ) -> tuple[Any, dict[str, Any] | None]:
     """How a PBT member takes the donor checkpoint ``origin`` describes: what it keeps, and the event to record.
 
-    The member keeps its own iteration count (its records go on from their last row), draws
-    its own random streams, and, off-policy with ``copy_replay_buffer`` false, keeps its own
-    replay buffer (from its newest own checkpoint; the donor's if it has none yet). A member
-    handed the same donor checkpoint again (its attempt after the exploit failed before its
-    own first checkpoint) continues from the same point, and no second event is recorded.
+    The member keeps its own iteration count: the one Tune continues it from
+    (:func:`~xdrl.distributed.worker.restored_iteration`; its records' last row if Tune says
+    nothing), so that its records and Tune's count on together. It draws its own random
+    streams and, off-policy with ``copy_replay_buffer`` false, keeps its own replay buffer (from
+    its newest own checkpoint; the donor's if it has none yet). A member that fails after an
+    exploit, before its own first checkpoint, is handed the same donor checkpoint at the same
+    count again: it continues from the same point (its later rows are re-run iterations whose
+    records stand), and no second event is recorded. The same donor checkpoint taken again at a
+    later count is a new exploit.
 
     Returns:
         The :class:`~xdrl.builder.experiment.Exploit`, and the event (``None`` for the same exploit again).
@@ -237,13 +242,13 @@ def exploit_of(
     from xdrl.builder.experiment import Exploit
 
     output_dir = experiment.output_dir
+    restored = restored_iteration()
+    clock = restored if restored is not None else highest_iteration(read_jsonl(output_dir / METRICS_FILE))
     events = read_jsonl(output_dir / PBT_EVENTS)
-    last = events[-1] if events else None
-    if last is not None and (last["donor"], last["donor_iteration"]) == (origin["trial_id"], origin["iteration"]):
-        clock = int(last["iteration"])
+    taken = (origin["trial_id"], origin["iteration"], clock)
+    if events and (events[-1]["donor"], events[-1]["donor_iteration"], events[-1]["iteration"]) == taken:
         event = None
     else:
-        clock = highest_iteration(read_jsonl(output_dir / METRICS_FILE))
         event = {
             "iteration": clock,
             "donor": origin["trial_id"],

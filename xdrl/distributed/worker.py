@@ -181,6 +181,20 @@ class _RunningTrial:
             TRIAL_SHUT_DOWN.set()
 
 
+#: Tune's iteration count of the trial restored in this actor (``training_iteration`` after ``restore``).
+_RESTORED: dict[str, int] = {}
+
+
+def restored_iteration() -> int | None:
+    """The iteration Tune continues this process's trial from, if Tune restored it from a checkpoint.
+
+    Tune takes it from the result handed with the checkpoint: for a PBT member handed a donor's
+    checkpoint, the member's own count (:func:`xdrl._compat.member_keeps_its_clock`), which its
+    records must then continue from too.
+    """
+    return _RESTORED.get("iteration")
+
+
 def count_trial() -> int:
     """Note that a trial starts in this process; returns how many have (1: a fresh worker)."""
     _TRIALS_STARTED[0] += 1
@@ -299,12 +313,19 @@ def trainable_class(function: Any) -> type:
 
     class XdrlTrial(base):  # type: ignore[misc, valid-type]
         def setup(self, config: dict[str, Any]) -> None:
+            _RESTORED.clear()
             os.environ.setdefault(THREAD_TIMEOUT_VAR, str(int(SHUTDOWN_GRACE_SECONDS)))
             install_preemption_handler()  # Trainable setup runs in the actor's main thread
             remember_worker_start()
             super().setup(config)
 
+        def restore(self, checkpoint_path: Any) -> Any:
+            restored = super().restore(checkpoint_path)
+            _RESTORED["iteration"] = self.training_iteration  # before the trial function starts
+            return restored
+
         def reset_config(self, new_config: dict[str, Any]) -> bool:
+            _RESTORED.clear()
             if not super().reset_config(new_config):
                 # Tune then fails the trial it meant to start here (a shutdown stage that hangs).
                 _log.warning("the last trial's thread did not end within %s s", os.environ.get(THREAD_TIMEOUT_VAR))
