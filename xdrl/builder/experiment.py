@@ -30,6 +30,7 @@ from xdrl.builder.warm_start import load_policy_state
 from xdrl.config.algorithms import ALGORITHMS
 from xdrl.config.validation import ValidatedExperiment
 from xdrl.records.atomic import remove_partial_writes
+from xdrl.records.lineage import HPARAMS
 from xdrl.trainer_hooks import (
     LoggingEvaluationHookSet,
     LoggingHookSet,
@@ -294,10 +295,6 @@ def build(
     return Experiment(
         validated, output_dir, device, trainer, parts, hooks, router, checkpoints, policies, run_id, schedule
     )
-
-
-#: Namespace of the hyperparameters in force (``hooks.hparams``): ``hparams/algo.lr``.
-HPARAMS = "hparams/"
 
 
 def hparams_in_force(parts: AlgorithmParts, keys: list[str]) -> dict[str, float]:

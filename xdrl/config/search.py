@@ -19,6 +19,8 @@ from xdrl.config.schema import SearchConfig, from_mapping
 from xdrl.config.validation import check_name, validate
 
 DISTRIBUTIONS = ("uniform", "loguniform", "int", "choice")
+#: ``search.scheduler`` values of population-based training (Ray Tune's PBT and PB2).
+POPULATION_SCHEDULERS = ("pbt", "pb2")
 #: Seeded random values tried per dimension besides its edges and midpoint, and seeded joint
 #: samples of all dimensions: one validation takes milliseconds, a trial that fails takes a
 #: worker, and a "multiple of" rule or a limit across keys shows only inside the space.
@@ -192,7 +194,7 @@ def parse_search(raw: dict[str, Any]) -> SearchConfig:
         )
     if isinstance(search.metric, list) and search.searcher != "optuna":
         raise ConfigError("search.searcher", search.searcher, "optuna for a multi-objective (list) metric")
-    if search.scheduler in ("pbt", "pb2"):
+    if search.scheduler in POPULATION_SCHEDULERS:
         _check_pbt_settings(search)
     return search
 
@@ -230,7 +232,7 @@ def check_pbt(search: SearchConfig, base: dict[str, Any], iterations: int) -> li
     """
     from xdrl.config.algorithms import live_key_refusal
 
-    if search.scheduler not in ("pbt", "pb2"):
+    if search.scheduler not in POPULATION_SCHEDULERS:
         return []
     where = "search.pbt.mutations"
     dimensions = parse_dimensions(search.pbt.mutations, where)

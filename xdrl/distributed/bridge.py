@@ -13,9 +13,8 @@ from tensordict import TensorDictBase
 from torchrl.trainers import Trainer
 
 from xdrl.builder.checkpointing import TrainerCheckpointHook
-from xdrl.builder.experiment import HPARAMS
 from xdrl.builder.metrics import MetricsRouter
-from xdrl.records.lineage import FRAMES
+from xdrl.records.lineage import FRAMES, HPARAMS
 
 #: Name of the trainer checkpoint (one TorchRL checkpoint archive) inside a Tune checkpoint directory.
 CHECKPOINT_FILE = "trainer.pt"

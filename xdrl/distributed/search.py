@@ -11,6 +11,7 @@ from typing import Any
 from xdrl.config import credentials
 from xdrl.config.schema import SearchConfig
 from xdrl.config.search import (  # noqa: F401 - the planner's entry points, re-exported for it
+    POPULATION_SCHEDULERS,
     Dimension,
     check_asha_iterations,
     check_metrics,
@@ -99,7 +100,7 @@ def make_scheduler(search: SearchConfig, iterations: int) -> Any:
     """ASHA or population-based training (PBT, PB2) on trainer iterations, or None."""
     if search.scheduler == "none":
         return None
-    if search.scheduler in ("pbt", "pb2"):
+    if search.scheduler in POPULATION_SCHEDULERS:
         return make_population_based(search, iterations)
     from ray.tune.schedulers import ASHAScheduler
 

@@ -20,7 +20,13 @@ from xdrl.distributed.plan import (  # noqa: F401 - plan and plan_from_directory
     plan_from_directory,
     trial_files_root,
 )
-from xdrl.distributed.search import make_scheduler, make_searcher, study_storage, tune_space
+from xdrl.distributed.search import (
+    POPULATION_SCHEDULERS,
+    make_scheduler,
+    make_searcher,
+    study_storage,
+    tune_space,
+)
 from xdrl.records.experiment import is_uri, train_command, write_base_config
 
 _log = logging.getLogger(__name__)
@@ -55,7 +61,7 @@ def _trainable(plan_: TunePlan) -> Any:
     from xdrl.distributed.trainable import run_trial
 
     base = {**plan_.base, "search": None}
-    population = plan_.search.scheduler in ("pbt", "pb2")
+    population = plan_.search.scheduler in POPULATION_SCHEDULERS
     exploits = {"copy_replay_buffer": plan_.search.pbt.copy_replay_buffer} if population else None
     return trainable_class_with(
         tune.with_parameters(run_trial, base=base, experiment_dir=trial_files_root(plan_), exploits=exploits), base
@@ -93,7 +99,7 @@ def _run_config(plan_: TunePlan, callbacks: Sequence[Any] = ()) -> Any:
         # Population-based training: every checkpoint stays, since a paused member may restore from a
         # donor's checkpoint only after the donor has reported several newer ones.
         checkpoint_config=tune.CheckpointConfig(
-            num_to_keep=None if plan_.search.scheduler in ("pbt", "pb2") else plan_.base["checkpoint"]["keep"]
+            num_to_keep=None if plan_.search.scheduler in POPULATION_SCHEDULERS else plan_.base["checkpoint"]["keep"]
         ),
         # Tune's result loggers under the lineage rule (the first record of an iteration stands).
         callbacks=[*result_loggers(), *callbacks],

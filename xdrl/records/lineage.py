@@ -44,6 +44,8 @@ _log = logging.getLogger(__name__)
 ITERATION = "counters/iter"
 #: The metric holding the frames collected so far (the step of every logger).
 FRAMES = "counters/total_frames"
+#: Namespace of the hyperparameters in force (``hooks.hparams``), read from the live trainer: ``hparams/algo.lr``.
+HPARAMS = "hparams/"
 #: Tune's own iteration counter in ``result.json`` rows.
 TUNE_ITERATION = "training_iteration"
 #: Where each record lives in a run directory.

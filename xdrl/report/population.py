@@ -19,20 +19,16 @@ import dataclasses
 import math
 from typing import Any
 
-from xdrl.config.search import parse_dimensions
+from xdrl.config.search import POPULATION_SCHEDULERS, parse_dimensions
 from xdrl.records.experiment import PBT_EVENTS, quote_value, train_command
-from xdrl.records.lineage import FRAMES, read_jsonl
+from xdrl.records.lineage import FRAMES, HPARAMS, read_jsonl
 from xdrl.report.confirmation import describe_entry
 from xdrl.report.data import ExperimentData, Trial
-
-#: The namespace of the values in force in every row (``xdrl.builder.experiment.HPARAMS``).
-HPARAMS = "hparams/"
-SCHEDULERS = ("pbt", "pb2")
 
 
 def is_population_based(data: ExperimentData) -> bool:
     """Whether the experiment ran PBT or PB2."""
-    return data.search.get("scheduler") in SCHEDULERS
+    return data.search.get("scheduler") in POPULATION_SCHEDULERS
 
 
 def mutated_keys(data: ExperimentData) -> list[str]:
