@@ -94,3 +94,39 @@ def test_box_action_ppo_trains_on_batched_envs(tmp_path):
     experiment.trainer.train()
     rows = read_metrics_file(tmp_path / "metrics.jsonl")
     assert len(rows) == 2 and rows[-1]["train/agents/loss_critic"] > 0
+
+
+@pytest.mark.parametrize("recompute", [False, True])
+@pytest.mark.parametrize("minibatch", [64, 256])
+def test_ppo_trains_every_epoch_on_every_frame_of_the_batch_once(tmp_path, recompute, minibatch):
+    # TorchRL's ReplayBufferTrainer(iterate=True) ended every other epoch before its first
+    # update (the pass's StopIteration): the preset's 20 epochs were 10.
+    experiment = _built(
+        tmp_path,
+        "cartpole_ppo",
+        f"algo.recompute_advantages={recompute}",
+        f"algo.minibatch_size={minibatch}",
+        "algo.epochs=3",
+        "collector.frames_per_batch=256",
+        "collector.total_frames=512",
+    )
+    trainer = experiment.trainer
+    seen: list[torch.Tensor] = []
+    batches: list[torch.Tensor] = []
+    original = trainer.loss_module.forward
+
+    def recorded(sub_batch, _original=original):
+        seen.append(sub_batch["observation"].clone())
+        return _original(sub_batch)
+
+    trainer.loss_module.forward = recorded
+    trainer.register_op("batch_process", lambda batch: batches.append(batch["observation"].reshape(-1, 4).clone()))
+    trainer.train()
+    per_epoch = 256 // minibatch
+    assert len(seen) == 2 * 3 * per_epoch  # iterations x epochs x minibatches
+    for iteration, batch in enumerate(batches):
+        expected = sorted(map(tuple, batch.tolist()))
+        for epoch in range(3):
+            start = (iteration * 3 + epoch) * per_epoch
+            drawn = torch.cat(seen[start : start + per_epoch])
+            assert sorted(map(tuple, drawn.tolist())) == expected

@@ -319,7 +319,11 @@ def register_replay_buffer(
         flatten_tensordicts=True,
         memmap=False,
         device=buffer.storage.device,
-        iterate=True,
+        # Not ``iterate``: its iterator ends after one pass without replacement, and the
+        # StopIteration it then raises ends the trainer's next epoch before its first step,
+        # so PPO trained every other epoch (10 updates per batch for the preset's 20).
+        # ``sample`` starts the next pass of a without-replacement sampler by itself.
+        iterate=False,
     )
     if stage is not None:
         extend = sampling.extend if keys is None else lambda batch: sampling.extend(batch.select(*keys))
