@@ -130,3 +130,31 @@ def test_ppo_trains_every_epoch_on_every_frame_of_the_batch_once(tmp_path, recom
             start = (iteration * 3 + epoch) * per_epoch
             drawn = torch.cat(seen[start : start + per_epoch])
             assert sorted(map(tuple, drawn.tolist())) == expected
+
+
+@pytest.mark.parametrize("double", [False, True])
+def test_direct_dqn_loss_equals_torchrl_dqn_loss(tmp_path, double):
+    from torchrl.objectives import DQNLoss
+
+    experiment = _built(tmp_path, "cartpole_dqn", f"algo.double_dqn={double}", "algo.gamma=0.9")
+    trainer = experiment.trainer
+    trainer.train()  # a filled buffer, a target network that differs from the online one
+    loss = trainer.loss_module
+    params = list(loss.value_network_params.values(True, True))
+    targets = list(loss.target_value_network_params.values(True, True))
+    assert any(not torch.equal(p, t) for p, t in zip(params, targets, strict=True))
+    batch = trainer.replay_buffer.sample(64)
+    assert batch["next", "terminated"].any() and not batch["next", "terminated"].all()
+
+    def loss_and_grads(forward):
+        for p in params:
+            p.grad = None
+        value = forward(batch.clone())["loss"]
+        value.backward()
+        return value.detach(), [p.grad.clone() for p in params]
+
+    direct, direct_grads = loss_and_grads(loss)
+    torchrl, torchrl_grads = loss_and_grads(lambda td: DQNLoss.forward(loss, td))
+    torch.testing.assert_close(direct, torchrl)
+    for a, b in zip(direct_grads, torchrl_grads, strict=True):
+        torch.testing.assert_close(a, b)
