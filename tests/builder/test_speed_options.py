@@ -5,6 +5,7 @@ import torch
 
 from tests.helpers import tiny
 from xdrl.builder.algorithms.common import TRANSITION_KEYS
+from xdrl.builder.algorithms.ppo import DirectClipPPOLoss, DirectGAE
 from xdrl.builder.checkpointing import load_checkpoint
 from xdrl.builder.experiment import build, restore
 from xdrl.builder.metrics import read_metrics_file
@@ -57,7 +58,8 @@ def test_advantages_once_per_batch_or_again_every_epoch(tmp_path):
     for recompute in (False, True):
         experiment = _built(tmp_path / str(recompute), "cartpole_ppo", f"algo.recompute_advantages={recompute}")
         trainer = experiment.trainer
-        original = trainer.loss_module.critic_network.forward
+        network = trainer.loss_module.critic_network.module  # the critic's MLP, whichever way it is called
+        original = network.forward
         count = [0]
 
         def counted(*args, _original=original, _count=count, **kwargs):
@@ -65,12 +67,13 @@ def test_advantages_once_per_batch_or_again_every_epoch(tmp_path):
                 _count[0] += 1
             return _original(*args, **kwargs)
 
-        trainer.loss_module.critic_network.forward = counted
+        network.forward = counted
         trainer.train()
         rows = read_metrics_file(tmp_path / str(recompute) / "metrics.jsonl")
         assert rows[-1]["train/agents/loss_critic"] > 0
         calls[recompute] = count[0]
     epochs = validate(compose_config(tiny("cartpole_ppo"))).algo.epochs
+    assert calls[False] == 2  # one GAE per collected batch (512 frames of 256)
     assert calls[True] == calls[False] * epochs  # GAE before every epoch instead of once per batch
 
 
@@ -156,5 +159,57 @@ def test_direct_dqn_loss_equals_torchrl_dqn_loss(tmp_path, double):
     direct, direct_grads = loss_and_grads(loss)
     torchrl, torchrl_grads = loss_and_grads(lambda td: DQNLoss.forward(loss, td))
     torch.testing.assert_close(direct, torchrl)
+    for a, b in zip(direct_grads, torchrl_grads, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("env", ["cartpole", "pendulum"])
+def test_direct_ppo_loss_and_gae_equal_torchrl_clip_ppo_loss_and_gae(tmp_path, env):
+    from torchrl.objectives import ClipPPOLoss
+    from torchrl.objectives.value import GAE
+
+    experiment = _built(
+        tmp_path,
+        "cartpole_ppo",
+        f"env={env}",
+        "env.num_envs=4",
+        "env.max_episode_steps=50",  # pendulum's episodes end by truncation only: some inside the batch
+        "algo.entropy_coef=0.01",
+        "algo.critic_loss=l2",
+        "collector.frames_per_batch=256",
+        "collector.total_frames=512",
+    )
+    trainer = experiment.trainer
+    batches = []
+    trainer.register_op("batch_process", lambda batch: batches.append(batch.clone()))
+    trainer.train()  # trained weights, real batches from the collector
+    batch = batches[-1]
+    assert batch.ndim == 2 and batch["next", "done"].any()
+    loss = trainer.loss_module
+    assert isinstance(loss, DirectClipPPOLoss)
+    direct_gae, reference = (
+        cls(gamma=0.98, lmbda=0.8, value_network=loss.critic_network, average_gae=True) for cls in (DirectGAE, GAE)
+    )
+    ours, theirs = direct_gae(batch.clone()), reference(batch.clone())
+    for key in ("advantage", "value_target", "state_value", ("next", "state_value")):
+        torch.testing.assert_close(ours[key], theirs[key])
+    sample = ours.reshape(-1)[:128]
+    params = [p for p in loss.parameters() if p.requires_grad]
+
+    def outputs_and_grads(forward):
+        for p in params:
+            p.grad = None
+        with torch.random.fork_rng():
+            torch.manual_seed(0)  # the entropy of a tanh-normal actor is sampled
+            out = forward(sample.clone())
+        total = sum(value for key, value in out.items() if key.startswith("loss_"))
+        total.backward()
+        return out.detach(), [p.grad.clone() for p in params]
+
+    direct, direct_grads = outputs_and_grads(loss)
+    torchrl, torchrl_grads = outputs_and_grads(lambda td: ClipPPOLoss.forward(loss, td))
+    assert set(direct.keys()) == set(torchrl.keys())
+    for key in torchrl.keys():
+        torch.testing.assert_close(direct[key], torchrl[key].reshape(direct[key].shape))
     for a, b in zip(direct_grads, torchrl_grads, strict=True):
         torch.testing.assert_close(a, b)
