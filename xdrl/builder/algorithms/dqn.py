@@ -19,6 +19,7 @@ from xdrl.builder.algorithms.common import (
     AlgorithmParts,
     BuildContext,
     LiveValue,
+    adam,
     annealed_lr,
     attribute_value,
     make_collector,
@@ -168,7 +169,7 @@ def build(config: DQNConfig, ctx: BuildContext) -> AlgorithmParts:
     buffer = ReplayBuffer(
         storage=LazyTensorStorage(config.buffer_size, device=ctx.device), batch_size=config.batch_size
     )
-    optimizer = torch.optim.Adam(loss.parameters(), lr=config.lr)
+    optimizer = adam(loss.parameters(), config.lr)
     target_updater = HardUpdate(loss, value_network_update_interval=config.target_update_interval)
     trainer = make_trainer(
         ctx,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torchrl.data import LazyTensorStorage, ReplayBuffer
 from torchrl.modules import ValueOperator
 from torchrl.objectives import SACLoss, SoftUpdate
@@ -14,6 +13,7 @@ from xdrl.builder.algorithms.common import (
     AlgorithmParts,
     BuildContext,
     LiveValue,
+    adam,
     attribute_value,
     make_collector,
     make_trainer,
@@ -63,7 +63,7 @@ def build(config: SACConfig, ctx: BuildContext) -> AlgorithmParts:
         ctx,
         collector=make_collector(ctx, actor),
         loss_module=loss,
-        optimizer=torch.optim.Adam(loss.parameters(), lr=config.lr),
+        optimizer=adam(loss.parameters(), config.lr),
         optim_steps_per_batch=config.optim_steps_per_batch,
         clip_norm=config.max_grad_norm,
         replay_buffer=buffer,
