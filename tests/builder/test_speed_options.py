@@ -213,3 +213,47 @@ def test_direct_ppo_loss_and_gae_equal_torchrl_clip_ppo_loss_and_gae(tmp_path, e
         torch.testing.assert_close(direct[key], torchrl[key].reshape(direct[key].shape))
     for a, b in zip(direct_grads, torchrl_grads, strict=True):
         torch.testing.assert_close(a, b)
+
+
+def test_direct_sac_loss_equals_torchrl_sac_loss(tmp_path):
+    from torchrl.objectives import SACLoss
+
+    from xdrl.builder.algorithms.sac import DirectSACLoss
+
+    experiment = _built(
+        tmp_path,
+        "pendulum_sac",
+        "env.max_episode_steps=50",
+        "collector.total_frames=400",
+        "collector.frames_per_batch=100",
+        "collector.init_random_frames=100",
+        "algo.optim_steps_per_batch=20",
+        "algo.gamma=0.9",
+    )
+    trainer = experiment.trainer
+    trainer.train()  # trained networks and temperature, target networks behind the online ones
+    loss = trainer.loss_module
+    assert isinstance(loss, DirectSACLoss)
+    assert not torch.equal(
+        loss.qvalue_network_params["module", "0", "weight"], loss.target_qvalue_network_params["module", "0", "weight"]
+    )
+    batch = trainer.replay_buffer.sample(64)
+    params = [p for p in trainer.optimizer.param_groups[0]["params"]]
+
+    def outputs_and_grads(forward):
+        for p in params:
+            p.grad = None
+        with torch.random.fork_rng():
+            torch.manual_seed(0)  # the actor's actions are sampled
+            out = forward(batch.clone())
+        sum(value for key, value in out.items() if key.startswith("loss_")).backward()
+        return out.detach(), [None if p.grad is None else p.grad.clone() for p in params]
+
+    direct, direct_grads = outputs_and_grads(loss)
+    torchrl, torchrl_grads = outputs_and_grads(lambda td: SACLoss.forward(loss, td))
+    assert set(direct.keys()) == set(torchrl.keys())
+    for key in torchrl.keys():
+        torch.testing.assert_close(direct[key], torchrl[key])
+    assert all(g is not None for g in direct_grads)
+    for a, b in zip(direct_grads, torchrl_grads, strict=True):
+        torch.testing.assert_close(a, b)

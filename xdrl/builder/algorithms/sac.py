@@ -4,9 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+from tensordict import TensorDict, TensorDictBase
+from torch import nn
 from torchrl.data import LazyTensorStorage, ReplayBuffer
+from torchrl.envs.utils import ExplorationType, set_exploration_type
 from torchrl.modules import ValueOperator
 from torchrl.objectives import SACLoss, SoftUpdate
+from torchrl.objectives.sac import compute_rsample_log_prob
+from torchrl.objectives.utils import distance_loss
 
 from xdrl.builder.algorithms.common import (
     TRANSITION_KEYS,
@@ -28,6 +34,81 @@ from xdrl.builder.algorithms.common import (
 from xdrl.config.algorithms import SACConfig
 
 
+class DirectSACLoss(SACLoss):
+    """TorchRL's ``SACLoss`` (v2: twin Q-networks, learned temperature; same parameters, targets, keys, state) on tensors.
+
+    TorchRL runs the twin Q-networks through ``vmap`` over TensorDicts and swaps parameters
+    in and out of the actor on every call: about half of a 13.6 ms loss forward on the
+    Pendulum preset (256x256 networks, batch 256) is that bookkeeping. Here both Q-networks
+    run as batched matrix products over their stacked parameters (``qvalue_network_params``,
+    ``target_qvalue_network_params``, read at each call), the actor's distribution and
+    reparameterised sample come from TorchRL (``get_dist``, ``compute_rsample_log_prob``), and
+    the losses are TorchRL's: the Q-loss against ``reward + gamma * (1 - terminated) *
+    (min target Q(next, a') - alpha * log pi(a'|next))`` summed over the twins, the actor's
+    ``alpha * log pi - min Q`` with the Q-parameters detached, the temperature's
+    ``-log_alpha * (log pi + target_entropy)``, each a mean over the batch. Written here
+    because TorchRL's SAC has no non-functional path. Configurations this does not cover
+    (SAC v1's value network, reductions other than the mean, bounded log-alpha, prioritised
+    weights, skipped done states) go to TorchRL's forward. ``tests/builder/test_speed_options.py``
+    checks losses and gradients against ``SACLoss.forward``.
+    """
+
+    def _twin_q(self, params: TensorDictBase, observation: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """Both Q-networks on (observation, action): ``[num_qvalue_nets, *batch]``."""
+        x = torch.cat([observation, action], -1).expand(self.num_qvalue_nets, *observation.shape[:-1], -1)
+        for name, layer in self.qvalue_network.module.named_children():
+            if isinstance(layer, nn.Linear):
+                weight, bias = params.get(("module", name, "weight")), params.get(("module", name, "bias"))
+                x = torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
+            else:
+                x = layer(x)
+        return x.squeeze(-1)
+
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        keys = self.tensor_keys
+        if (
+            self._version != 2
+            or self.reduction != "mean"
+            or self.skip_done_states
+            or self.min_log_alpha is not None
+            or self.max_log_alpha is not None
+            or keys.priority_weight in tensordict.keys()
+            or list(self.qvalue_network.in_keys) != ["observation", keys.action]
+            or tensordict.ndim != 1
+        ):
+            return super().forward(tensordict)
+        alpha = self._alpha
+        observation, action = tensordict.get("observation"), tensordict.get(keys.action)
+        next_observation = tensordict.get(("next", "observation"))
+        with torch.no_grad():
+            with set_exploration_type(ExplorationType.RANDOM):
+                next_dist = self.actor_network.get_dist(
+                    TensorDict({"observation": next_observation}, tensordict.batch_size)
+                )
+                next_action, next_log_prob = compute_rsample_log_prob(next_dist)
+            next_q = self._twin_q(self.target_qvalue_network_params, next_observation, next_action)
+            next_value = (next_q - alpha * next_log_prob).min(0)[0]
+            reward = tensordict.get(("next", keys.reward)).squeeze(-1)
+            alive = (~tensordict.get(("next", keys.terminated))).squeeze(-1).to(reward.dtype)
+            target = reward + self.value_estimator.gamma * alive * next_value
+        predicted = self._twin_q(self.qvalue_network_params, observation, action)
+        loss_qvalue = distance_loss(predicted, target.expand_as(predicted), loss_function=self.loss_function).sum(0)
+        with set_exploration_type(ExplorationType.RANDOM):
+            dist = self.actor_network.get_dist(tensordict.select("observation"))
+            new_action, log_prob = compute_rsample_log_prob(dist)
+        min_q = self._twin_q(self._cached_detached_qvalue_params, observation, new_action).min(0)[0]
+        loss_actor = alpha * log_prob - min_q
+        return TensorDict(
+            {
+                "loss_actor": loss_actor.mean(),
+                "loss_qvalue": loss_qvalue.mean(),
+                "loss_alpha": self._alpha_loss(log_prob.detach()).mean(),
+                "alpha": alpha,
+                "entropy": -log_prob.detach().mean(),
+            }
+        )
+
+
 def build(config: SACConfig, ctx: BuildContext) -> AlgorithmParts:
     """Tanh-normal actor, twin Q-networks, SAC loss, replay buffer, and a TorchRL trainer wired as TorchRL's ``SACTrainer`` is.
 
@@ -43,7 +124,7 @@ def build(config: SACConfig, ctx: BuildContext) -> AlgorithmParts:
         in_keys=["observation", "action"],
         out_keys=["state_action_value"],
     )
-    loss = SACLoss(
+    loss = DirectSACLoss(
         actor_network=actor,
         qvalue_network=qvalue,
         num_qvalue_nets=2,
