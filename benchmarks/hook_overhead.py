@@ -59,8 +59,10 @@ def _is_xdrl_op(op: Any) -> bool:
     target = getattr(op, "__wrapped__", op)
     target = getattr(target, "func", target)  # functools.partial: the function it calls
     owner = getattr(target, "__self__", None)  # bound methods: the hook object
-    module = type(owner).__module__ if owner is not None else getattr(target, "__module__", "")
-    return (module or "").startswith("xdrl.")
+    module = (type(owner).__module__ if owner is not None else getattr(target, "__module__", "")) or ""
+    # The algorithm's own ops (PPO's advantages, DQN's epsilon annealing) are part of the bare trainer
+    # too (``build_algorithm`` registers them): not the hook set.
+    return module.startswith("xdrl.") and not module.startswith("xdrl.builder.algorithms")
 
 
 def _account(trainer: Any, spent: list[float]) -> None:
