@@ -112,8 +112,9 @@ class DirectClipPPOLoss(ClipPPOLoss):
     The clipped surrogate, entropy bonus and critic loss of TorchRL's forward, without its
     per-call TensorDict work (a shallow clone, nested gets, stacking the two gains, the
     per-entry reduction): written here because that work is most of a PPO update on small
-    models. The distribution, entropy and critic come from TorchRL's own methods
-    (``get_dist``, ``_get_entropy``, ``loss_critic``). Anything else TorchRL's loss offers
+    models. The distribution and entropy come from TorchRL's own methods (``get_dist``,
+    ``_get_entropy``); a critic reading one entry is called on it directly (others through
+    TorchRL's ``loss_critic``), with TorchRL's distance and explained variance. Anything else TorchRL's loss offers
     (value clipping, a delayed actor, capped importance ratios, per-head entropy, composite
     actions, asymmetric clipping, advantages computed inside the loss, advantage
     normalisation) goes to ``ClipPPOLoss.forward``. ``tests/builder/test_speed_options.py``
