@@ -195,6 +195,25 @@ def mlp(in_features: int, out_features: int, hidden_sizes: Sequence[int], activa
     )
 
 
+def mlp_with(mlp: nn.Module, params: Any, prefix: tuple[str, ...], x: torch.Tensor) -> torch.Tensor:
+    """``mlp`` (linear layers and activations) on ``x``, each linear layer's weight and bias read from ``params``.
+
+    ``params`` is a loss's parameter TensorDict (online or target), the layer named ``name``
+    at ``(*prefix, name)``. Stacked parameters (a leading ensemble dimension, as SAC's twin
+    Q-networks) run as one batched matrix product over ``x`` of shape ``[ensemble, batch, in]``.
+    """
+    for name, layer in mlp.named_children():
+        if not isinstance(layer, nn.Linear):
+            x = layer(x)
+            continue
+        weight, bias = params.get((*prefix, name, "weight")), params.get((*prefix, name, "bias"))
+        if weight.dim() == 3:
+            x = torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
+        else:
+            x = nn.functional.linear(x, weight, bias)
+    return x
+
+
 def orthogonal_init(module: nn.Module, output_gain: float, hidden_gain: float = 2**0.5) -> None:
     """Orthogonal weights and zero biases in every linear layer of ``module``, the last one with ``output_gain``.
 

@@ -7,7 +7,6 @@ from typing import Any
 import torch
 from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import TensorDictSequential
-from torch import nn
 from torchrl.data import LazyTensorStorage, ReplayBuffer
 from torchrl.modules import EGreedyModule, QValueActor
 from torchrl.objectives import DQNLoss, HardUpdate
@@ -25,6 +24,7 @@ from xdrl.builder.algorithms.common import (
     make_collector,
     make_trainer,
     mlp,
+    mlp_with,
     register_replay_buffer,
     register_target_updates,
     register_weight_updates,
@@ -99,34 +99,21 @@ class DirectDQNLoss(DQNLoss):
     ``tests/builder/test_speed_options.py`` checks loss and gradients against ``DQNLoss.forward``.
     """
 
-    def __init__(self, q_mlp: nn.Sequential, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if self.action_space != "one_hot":  # the envs' discrete actions are one-hot (TorchRL's GymEnv default)
             raise ValueError(f"DirectDQNLoss needs one-hot actions, got {self.action_space}")
-        self._q_mlp = [q_mlp]  # in a list: not a second registration of the same parameters
-        self._layers = [
-            (layer, ("module", "0", "module", name) if isinstance(layer, nn.Linear) else None)
-            for name, layer in q_mlp.named_children()
-        ]
 
-    def _target_q(self, observation: torch.Tensor) -> torch.Tensor:
-        params = self.target_value_network_params
-        for layer, key in self._layers:
-            if key is None:
-                observation = layer(observation)
-            else:
-                observation = nn.functional.linear(
-                    observation, params.get((*key, "weight")), params.get((*key, "bias"))
-                )
-        return observation
+    #: Where the Q-network's MLP sits in the QValueActor (and its parameters in ``*_value_network_params``).
+    _MLP = ("module", "0", "module")
 
     def forward(self, tensordict: TensorDictBase) -> TensorDict:
-        q_mlp = self._q_mlp[0]
+        q_mlp = self.value_network.module[0].module  # holds the loss's own parameters
         q_values = q_mlp(tensordict.get("observation"))
         chosen = (q_values * tensordict.get("action").to(q_values.dtype)).sum(-1)
         with torch.no_grad():
             next_observation = tensordict.get(("next", "observation"))
-            next_q = self._target_q(next_observation)
+            next_q = mlp_with(q_mlp, self.target_value_network_params, self._MLP, next_observation)
             if self.double_dqn:
                 best = q_mlp(next_observation).argmax(-1, keepdim=True)
                 next_value = next_q.gather(-1, best).squeeze(-1)
@@ -158,7 +145,6 @@ def build(config: DQNConfig, ctx: BuildContext) -> AlgorithmParts:
     ).to(ctx.device)
     policy = TensorDictSequential(actor, greedy)
     loss = DirectDQNLoss(
-        q_net,
         actor,
         action_space=action_spec,
         delay_value=True,

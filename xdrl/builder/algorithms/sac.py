@@ -6,7 +6,6 @@ from typing import Any
 
 import torch
 from tensordict import TensorDict, TensorDictBase
-from torch import nn
 from torchrl.data import LazyTensorStorage, ReplayBuffer
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 from torchrl.modules import ValueOperator
@@ -24,6 +23,7 @@ from xdrl.builder.algorithms.common import (
     make_collector,
     make_trainer,
     mlp,
+    mlp_with,
     register_replay_buffer,
     register_target_updates,
     register_weight_updates,
@@ -56,13 +56,7 @@ class DirectSACLoss(SACLoss):
     def _twin_q(self, params: TensorDictBase, observation: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """Both Q-networks on (observation, action): ``[num_qvalue_nets, *batch]``."""
         x = torch.cat([observation, action], -1).expand(self.num_qvalue_nets, *observation.shape[:-1], -1)
-        for name, layer in self.qvalue_network.module.named_children():
-            if isinstance(layer, nn.Linear):
-                weight, bias = params.get(("module", name, "weight")), params.get(("module", name, "bias"))
-                x = torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
-            else:
-                x = layer(x)
-        return x.squeeze(-1)
+        return mlp_with(self.qvalue_network.module, params, ("module",), x).squeeze(-1)
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         keys = self.tensor_keys
