@@ -39,6 +39,10 @@ CASES = {
         ["collector.env_backend=subproc"],
         r"collector.env_backend='subproc' is not accepted: expected one of vector, serial, parallel",
     ),
+    "unknown collector implementation": (
+        ["collector.implementation=sb3"],
+        r"collector.implementation='sb3' is not accepted: expected one of xdrl, torchrl",
+    ),
     "unknown critic loss": (
         ["algo.critic_loss=huber"],
         r"algo.critic_loss='huber' is not accepted: expected one of l2, smooth_l1, l1",

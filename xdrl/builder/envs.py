@@ -152,7 +152,7 @@ def _vector_env(config: EnvConfig, num_envs: int) -> EnvBase:
         vector_kwargs={"autoreset_mode": gymnasium.vector.AutoresetMode.DISABLED},
         **_make_kwargs(config),
     )
-    return GymWrapper(vector)
+    return GymWrapper(vector, device="cpu")
 
 
 def render_problem(config: EnvConfig) -> str | None:
@@ -189,6 +189,7 @@ def make_env(
     render: bool = False,
     observation_norm: tuple[torch.Tensor, torch.Tensor] | None = None,
     backend: str = "serial",
+    vector_of_one: bool = False,
 ) -> TransformedEnv:
     """A CPU environment with xdrl's transforms.
 
@@ -206,10 +207,13 @@ def make_env(
         observation_norm: ``(loc, scale)`` for observation normalisation.
         backend: how several envs step together, one of :data:`xdrl.config.environments.ENV_BACKENDS` (rendering envs and
             multi-objective envs are serial with ``vector``).
+        vector_of_one: with ``backend="vector"``, one env is a vector env of one too (batch size ``[1]``,
+            what xdrl's own collector steps); otherwise one env is a plain ``GymEnv`` (batch size ``[]``).
     """
     num_envs = config.num_envs if num_envs is None else num_envs
     # gymnasium's vector envs hold one scalar reward per env: multi-objective envs step serially.
-    if num_envs > 1 and backend == "vector" and not render and not info.multi_objective:
+    vector = num_envs > 1 or vector_of_one
+    if vector and backend == "vector" and not render and not info.multi_objective:
         base: EnvBase = _vector_env(config, num_envs)
     elif num_envs > 1 and backend == "parallel":
         base = ParallelEnv(num_envs, functools.partial(_float_base_env, config, render), mp_start_method="spawn")

@@ -135,6 +135,7 @@ def build_algorithm(
             init_random_frames=config.collector.init_random_frames if algorithm.off_policy else 0,
             logger=logger,
             progress_bar=progress_bar,
+            collector_implementation=config.collector.implementation,
         ),
     )
 

@@ -15,6 +15,8 @@ from xdrl.config.schema import EnvConfig
 
 #: ``collector.env_backend``: how the ``env.num_envs`` training environments step together.
 ENV_BACKENDS = ("vector", "serial", "parallel")
+#: ``collector.implementation``: xdrl's own collector (vector envs) or TorchRL's.
+COLLECTOR_IMPLEMENTATIONS = ("xdrl", "torchrl")
 
 
 @dataclasses.dataclass(frozen=True)

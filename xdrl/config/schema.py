@@ -45,6 +45,8 @@ class CollectorConfig:
     init_random_frames: int
     #: How the env.num_envs training envs step together: vector, serial or parallel.
     env_backend: str
+    #: Whose collector steps them: xdrl (its own, for vector envs) or torchrl.
+    implementation: str
 
 
 @dataclasses.dataclass

@@ -10,7 +10,7 @@ import re
 from typing import Any
 
 from xdrl.config.algorithms import ACTIVATIONS, ALGORITHMS, CRITIC_LOSSES, live_key_refusal
-from xdrl.config.environments import ENV_BACKENDS
+from xdrl.config.environments import COLLECTOR_IMPLEMENTATIONS, ENV_BACKENDS
 from xdrl.config.errors import ConfigError
 from xdrl.config.schema import ExperimentConfig, from_mapping
 
@@ -137,6 +137,12 @@ def _check_budgets(config: ExperimentConfig) -> None:
         "collector.env_backend",
         collector.env_backend,
         "one of " + ", ".join(ENV_BACKENDS),
+    )
+    _require(
+        collector.implementation in COLLECTOR_IMPLEMENTATIONS,
+        "collector.implementation",
+        collector.implementation,
+        "one of " + ", ".join(COLLECTOR_IMPLEMENTATIONS),
     )
     _positive(env, "env", "num_envs")
     _at_most("env.num_envs", env.num_envs, MAX_NUM_ENVS, "environments")

@@ -25,6 +25,7 @@ from torchrl.trainers import (
 )
 
 from xdrl._compat import set_scheduler_last_lr
+from xdrl.builder.collection import DirectCollector, supports
 from xdrl.config.environments import EnvInfo
 
 #: The activation classes of the names ``algo.activation`` accepts.
@@ -44,6 +45,8 @@ class BuildContext:
     init_random_frames: int
     logger: Any
     progress_bar: bool
+    #: ``collector.implementation``: xdrl's :class:`~xdrl.builder.collection.DirectCollector` where it applies, or TorchRL's.
+    collector_implementation: str = "xdrl"
 
     @property
     def iterations(self) -> int:
@@ -255,10 +258,30 @@ def stochastic_actor(
     )
 
 
-def make_collector(ctx: BuildContext, policy: nn.Module) -> Collector:
-    """A synchronous single-process collector: env on CPU, policy on ``ctx.device``."""
+def make_collector(ctx: BuildContext, policy: nn.Module) -> Collector | DirectCollector:
+    """A synchronous single-process collector: env on CPU, policy on ``ctx.device``.
+
+    xdrl's :class:`~xdrl.builder.collection.DirectCollector` when ``ctx.collector_implementation``
+    is ``xdrl`` and it supports the env (a gymnasium vector env of a single-objective task),
+    otherwise TorchRL's ``Collector``.
+    """
+    if ctx.collector_implementation == "xdrl":
+        env = ctx.make_env(vector_of_one=True)
+        if supports(env):
+            return DirectCollector(
+                env,
+                policy,
+                frames_per_batch=ctx.frames_per_batch,
+                total_frames=ctx.total_frames,
+                init_random_frames=ctx.init_random_frames,
+                device=ctx.device,
+                # One env: batches of [frames], as TorchRL's collector yields for a plain GymEnv.
+                single_env=tuple(env.batch_size) == (1,),
+            )
+        env.close()
+    env = ctx.make_env()
     return Collector(
-        ctx.make_env,
+        env,
         policy,
         frames_per_batch=ctx.frames_per_batch,
         total_frames=ctx.total_frames,
