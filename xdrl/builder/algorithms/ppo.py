@@ -32,6 +32,7 @@ from xdrl.builder.algorithms.common import (
     stochastic_actor,
     tensor_value,
 )
+from xdrl.builder.collection import actor_distribution
 from xdrl.config.algorithms import PPOConfig
 
 
@@ -121,6 +122,14 @@ class DirectClipPPOLoss(ClipPPOLoss):
     checks losses and gradients against it.
     """
 
+    def _actor_dist(self, tensordict: TensorDictBase) -> Any:
+        """The actor's distribution: :func:`~xdrl.builder.collection.actor_distribution` where it applies, else ``get_dist``."""
+        # Looked up on every call (microseconds) rather than kept: the loss stays picklable.
+        dist_of = actor_distribution(self.actor_network)
+        if dist_of is None:
+            return self.actor_network.get_dist(tensordict)
+        return dist_of(tensordict.get("observation"))[1]
+
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         keys = self.tensor_keys
         advantage = tensordict.get(keys.advantage, None)
@@ -137,7 +146,7 @@ class DirectClipPPOLoss(ClipPPOLoss):
         ):
             return super().forward(tensordict)
         previous = tensordict.get(keys.sample_log_prob)
-        dist = self.actor_network.get_dist(tensordict)
+        dist = self._actor_dist(tensordict)
         if isinstance(previous, TensorDictBase) or not isinstance(dist, torch.distributions.Distribution):
             return super().forward(tensordict)
         log_weight = (dist.log_prob(tensordict.get(keys.action)) - previous).unsqueeze(-1)
