@@ -64,6 +64,14 @@ def supports(env: EnvBase) -> bool:
         return False
     if vector.metadata.get("autoreset_mode") != gymnasium.vector.AutoresetMode.DISABLED:
         return False
+    spaces = gymnasium.spaces
+    if not isinstance(vector.single_observation_space, spaces.Box):
+        return False
+    action_space = vector.single_action_space
+    if not isinstance(action_space, spaces.Box) and not (
+        isinstance(action_space, spaces.Discrete) and action_space.start == 0
+    ):
+        return False
     for transform in transforms:
         if isinstance(transform, DTypeCastTransform):
             if list(transform.in_keys) != [OBSERVATION] or transform.dtype_out != torch.float32:
@@ -188,6 +196,7 @@ class DirectCollector:
         self.single_env = single_env and self.num_envs == 1
         self._vector = env.base_env._env
         self._action_spec = env.action_spec
+        self._observation_shape = env.observation_spec[OBSERVATION].shape
         self._act = direct_actor(policy)
         self._policy_outputs: dict[Any, torch.Tensor] | None = None
         self._one_hot = isinstance(self._action_spec, OneHot)
@@ -212,7 +221,7 @@ class DirectCollector:
     # The environment --------------------------------------------------------------------------
 
     def _observation(self, raw: np.ndarray) -> torch.Tensor:
-        observation = torch.as_tensor(raw).to(torch.float32).reshape(self.num_envs, -1)
+        observation = torch.as_tensor(raw).to(torch.float32).reshape(self._observation_shape)
         if self._norm is not None:
             loc, scale = self._norm
             observation = (observation - loc) / scale
