@@ -258,6 +258,11 @@ def _node_of(cluster, trial_dir):
     return node
 
 
+#: Iterations of the trial whose node goes. At 16 (0.3-0.4 s each with xdrl's own collector) the
+#: trial could finish before the drain reached it.
+ITERATIONS = 48
+
+
 @pytest.mark.parametrize("drained", [True, False], ids=["preemption-drained", "hard-loss"])
 def test_a_lost_worker_node_moves_its_trial_to_the_other_worker_with_one_history(cluster, workdir, drained):
     """Preemption: ``xdrl drain`` on the node (a preStop hook), then SIGTERM to all its processes. Hard loss:
@@ -267,7 +272,10 @@ def test_a_lost_worker_node_moves_its_trial_to_the_other_worker_with_one_history
         cluster,
         workdir,
         "tune",
-        *_sweep(cluster, name, "search.num_samples=1", "search.scheduler=none", "collector.total_frames=2048"),
+        # 48 iterations: the trial must still be training when ``xdrl drain`` (a process start) reaches it.
+        *_sweep(
+            cluster, name, "search.num_samples=1", "search.scheduler=none", f"collector.total_frames={128 * ITERATIONS}"
+        ),
         "resources.gpus_per_trial=1",
         "checkpoint.interval=4",
         "hooks.eval.interval_frames=512",
@@ -292,7 +300,7 @@ def test_a_lost_worker_node_moves_its_trial_to_the_other_worker_with_one_history
     attempts = trial_info(trial_dir)
     assert attempts[0]["node_ip"] == node.ip
     assert attempts[-1]["node_ip"] != node.ip and attempts[-1]["node_ip"] in {w.ip for w in cluster.workers}
-    rows = assert_one_history(trial_dir, 16)
+    rows = assert_one_history(trial_dir, ITERATIONS)
     runs = wandb_runs(trial_dir)
     assert {r.run_id for r in runs} == {runs[0].run_id} and runs[-1].exit_code == 0
     if drained:
