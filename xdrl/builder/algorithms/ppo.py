@@ -32,7 +32,7 @@ from xdrl.builder.algorithms.common import (
     stochastic_actor,
     tensor_value,
 )
-from xdrl.builder.collection import actor_distribution
+from xdrl.builder.collection import actor_dist
 from xdrl.config.algorithms import PPOConfig
 
 
@@ -122,7 +122,7 @@ class DirectGAE(GAE):
             values = critic.module(torch.cat([observation, tensordict.get(("next", key))]))
             value, next_value = values[: observation.shape[0]], values[observation.shape[0] :]
             done = tensordict.get(("next", keys.done))
-            if value.ndim == 3 and value.shape[-1] == 1 and time_dim % 3 == 1:
+            if value.ndim == 3 and value.shape[-1] == 1 and time_dim in (1, -2):
                 estimate = gae_by_matrix  # one [envs, time] batch: the case of every PPO batch xdrl collects
             elif self.vectorized:
                 estimate = vec_generalized_advantage_estimate
@@ -153,22 +153,15 @@ class DirectClipPPOLoss(ClipPPOLoss):
     The clipped surrogate, entropy bonus and critic loss of TorchRL's forward, without its
     per-call TensorDict work (a shallow clone, nested gets, stacking the two gains, the
     per-entry reduction): written here because that work is most of a PPO update on small
-    models. The distribution and entropy come from TorchRL's own methods (``get_dist``,
-    ``_get_entropy``); a critic reading one entry is called on it directly (others through
+    models. The distribution is built from the actor's network outputs on tensors
+    (:func:`~xdrl.builder.collection.actor_dist`, else TorchRL's ``get_dist``), the entropy from
+    TorchRL's ``_get_entropy``; a critic reading one entry is called on it directly (others through
     TorchRL's ``loss_critic``), with TorchRL's distance and explained variance. Anything else TorchRL's loss offers
     (value clipping, a delayed actor, capped importance ratios, per-head entropy, composite
     actions, asymmetric clipping, advantages computed inside the loss, advantage
     normalisation) goes to ``ClipPPOLoss.forward``. ``tests/builder/test_speed_options.py``
     checks losses and gradients against it.
     """
-
-    def _actor_dist(self, tensordict: TensorDictBase) -> Any:
-        """The actor's distribution: :func:`~xdrl.builder.collection.actor_distribution` where it applies, else ``get_dist``."""
-        # Looked up on every call (microseconds) rather than kept: the loss stays picklable.
-        dist_of = actor_distribution(self.actor_network)
-        if dist_of is None:
-            return self.actor_network.get_dist(tensordict)
-        return dist_of(tensordict.get("observation"))[1]
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         keys = self.tensor_keys
@@ -186,7 +179,7 @@ class DirectClipPPOLoss(ClipPPOLoss):
         ):
             return super().forward(tensordict)
         previous = tensordict.get(keys.sample_log_prob)
-        dist = self._actor_dist(tensordict)
+        dist = actor_dist(self.actor_network, tensordict)
         if isinstance(previous, TensorDictBase) or not isinstance(dist, torch.distributions.Distribution):
             return super().forward(tensordict)
         log_weight = (dist.log_prob(tensordict.get(keys.action)) - previous).unsqueeze(-1)

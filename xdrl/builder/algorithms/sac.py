@@ -31,6 +31,7 @@ from xdrl.builder.algorithms.common import (
     stochastic_actor,
     tensor_value,
 )
+from xdrl.builder.collection import actor_dist
 from xdrl.config.algorithms import SACConfig
 
 
@@ -42,7 +43,8 @@ class DirectSACLoss(SACLoss):
     Pendulum preset (256x256 networks, batch 256) is that bookkeeping. Here both Q-networks
     run as batched matrix products over their stacked parameters (``qvalue_network_params``,
     ``target_qvalue_network_params``, read at each call), the actor's distribution and
-    reparameterised sample come from TorchRL (``get_dist``, ``compute_rsample_log_prob``), and
+    reparameterised sample from the actor's network on tensors (:func:`~xdrl.builder.collection.actor_dist`,
+    else TorchRL's ``get_dist``) and TorchRL's ``compute_rsample_log_prob``, and
     the losses are TorchRL's: the Q-loss against ``reward + gamma * (1 - terminated) *
     (min target Q(next, a') - alpha * log pi(a'|next))`` summed over the twins, the actor's
     ``alpha * log pi - min Q`` with the Q-parameters detached, the temperature's
@@ -76,8 +78,8 @@ class DirectSACLoss(SACLoss):
         next_observation = tensordict.get(("next", "observation"))
         with torch.no_grad():
             with set_exploration_type(ExplorationType.RANDOM):
-                next_dist = self.actor_network.get_dist(
-                    TensorDict({"observation": next_observation}, tensordict.batch_size)
+                next_dist = actor_dist(
+                    self.actor_network, TensorDict({"observation": next_observation}, tensordict.batch_size)
                 )
                 next_action, next_log_prob = compute_rsample_log_prob(next_dist)
             next_q = self._twin_q(self.target_qvalue_network_params, next_observation, next_action)
@@ -88,7 +90,7 @@ class DirectSACLoss(SACLoss):
         predicted = self._twin_q(self.qvalue_network_params, observation, action)
         loss_qvalue = distance_loss(predicted, target.expand_as(predicted), loss_function=self.loss_function).sum(0)
         with set_exploration_type(ExplorationType.RANDOM):
-            dist = self.actor_network.get_dist(tensordict.select("observation"))
+            dist = actor_dist(self.actor_network, tensordict.select("observation"))
             new_action, log_prob = compute_rsample_log_prob(dist)
         min_q = self._twin_q(self._cached_detached_qvalue_params, observation, new_action).min(0)[0]
         loss_actor = alpha * log_prob - min_q
