@@ -92,7 +92,19 @@ def test_a_loaded_checkpoint_trains_with_the_configs_values_not_the_checkpoints(
         assert all(group["lr"] == pytest.approx(new["lr"] * factor) for group in trainer.optimizer.param_groups)
     assert trainer.clip_norm == new["max_grad_norm"]
     if algo == "ppo":
-        assert float(loss.clip_epsilon) == pytest.approx(new["clip_epsilon"])
+        clip = new["clip_epsilon"]
+        if member.config.algo["anneal_clip"]:  # the preset's decaying clip range: set before each update
+            for op, kwargs in trainer._pre_optim_ops:
+                op(**kwargs)
+            clip *= max(1.0 - trainer.collected_frames / trainer.total_frames, 0.0)
+            assert float(loss.clip_epsilon) == pytest.approx(clip)
+            # The decay starts from the new value: before the donor's run ended it is not 0.
+            trainer.collected_frames //= 2
+            for op, kwargs in trainer._pre_optim_ops:
+                op(**kwargs)
+            clip = new["clip_epsilon"] * (1.0 - trainer.collected_frames / trainer.total_frames)
+            trainer.collected_frames = donor.trainer.collected_frames
+        assert float(loss.clip_epsilon) == pytest.approx(clip)
         assert float(loss.entropy_coeff) == pytest.approx(new["entropy_coef"])
         assert trainer.num_epochs == new["epochs"]
     if algo in ("dqn", "sac"):

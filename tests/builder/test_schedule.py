@@ -35,6 +35,9 @@ def _overrides(tmp_path, *extra):
         f"collector.frames_per_batch={FRAMES}",
         f"collector.total_frames={FRAMES * 8}",
         "algo.minibatch_size=64",
+        # The scheduled clip range itself on the loss (the preset decays it with the frames from the
+        # live value, checked in test_live_hyperparameters.py and test_speed_options.py).
+        "algo.anneal_clip=false",
         *(f"{key}={value}" for key, value in CONFIG.items()),
         "hooks.eval.interval_frames=0",
         "checkpoint.interval=2",
