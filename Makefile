@@ -23,12 +23,17 @@ SWEEP ?= experiment=cartpole_ppo search=optuna search.num_samples=4 collector.to
 run: $(BIN)/xdrl
 	$(BIN)/xdrl tune $(SWEEP)
 
+# Two pytest workers, each taking whole test files (module fixtures such as the namespace cluster
+# are set up once): most tests wait on processes starting (Ray, xdrl, W&B), so two at a time
+# finish the suite in about 12 minutes instead of 17-18 on 2 cores.
+PYTEST_WORKERS ?= -n 2 --dist loadfile
+
 test: $(BIN)/xdrl
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(PYTEST_WORKERS)
 
 # Everything but real clusters, killed-and-resumed processes and full sweeps (marked slow): a few minutes.
 test-fast: $(BIN)/xdrl
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q $(PYTEST_WORKERS) -m "not slow"
 
 lint: $(BIN)/xdrl
 	$(BIN)/ruff check .
