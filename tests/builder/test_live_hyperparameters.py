@@ -151,9 +151,7 @@ def test_an_exploit_can_keep_the_members_own_replay_buffer(tmp_path):
     assert kept["_len"] == mine["_len"] > 0
     written = kept["_len"]
     assert torch.equal(kept["_storage"]["observation"][:written], mine["_storage"]["observation"][:written])
-    assert not torch.equal(
-        kept["_storage"]["observation"][:written], theirs["_storage"]["observation"][:written]
-    )
+    assert not torch.equal(kept["_storage"]["observation"][:written], theirs["_storage"]["observation"][:written])
 
 
 def test_hparams_are_logged_every_iteration_from_the_live_trainer(tmp_path):
