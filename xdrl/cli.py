@@ -235,12 +235,13 @@ _exit_prepared = False
 def _skip_the_final_collection() -> None:
     """Leave the objects alive at exit to the OS instead of the interpreter's last garbage collection.
 
-    torch, tensordict (which imports ``torch._dynamo``) and TorchRL leave millions of objects behind:
-    the collection Python runs while it tears down its modules took 1.0-1.4 s after every
-    ``xdrl`` command here, longer than some commands themselves. ``gc.freeze`` moves them out of
-    the collector's reach; registered first, it runs after every other exit handler (W&B, Ray,
-    logging), so they all run as before. Python does not promise to finalise objects still alive
-    at exit in any case.
+    torch, tensordict (which imports ``torch._dynamo``) and TorchRL leave close to 400,000
+    tracked objects behind (after importing the trainer's modules): the collection Python runs
+    while it tears down its modules made an ``xdrl train`` process take 1.43-1.64 s from the end of
+    ``main`` to its exit, 0.31 s with this. ``gc.freeze`` moves them out of the collector's reach.
+    Registered before xdrl imports W&B, Ray or torch, it runs after their exit handlers (exit
+    handlers run last-registered first), so those run as before. Python does not promise to
+    finalise objects still alive at exit in any case.
     """
     global _exit_prepared
     if not _exit_prepared:
