@@ -18,6 +18,7 @@ and exits with status 2 before anything is built.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import pathlib
@@ -229,9 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_exit_prepared = False
-
-
+@functools.cache  # once per process: main() also runs in-process (tests) more than once
 def _skip_the_final_collection() -> None:
     """Leave the objects alive at exit to the OS instead of the interpreter's last garbage collection.
 
@@ -243,13 +242,10 @@ def _skip_the_final_collection() -> None:
     handlers run last-registered first), so those run as before. Python does not promise to
     finalise objects still alive at exit in any case.
     """
-    global _exit_prepared
-    if not _exit_prepared:
-        import atexit
-        import gc
+    import atexit
+    import gc
 
-        atexit.register(gc.freeze)
-        _exit_prepared = True
+    atexit.register(gc.freeze)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -94,14 +94,12 @@ def test_a_loaded_checkpoint_trains_with_the_configs_values_not_the_checkpoints(
     if algo == "ppo":
         clip = new["clip_epsilon"]
         if member.config.algo["anneal_clip"]:  # the preset's decaying clip range: set before each update
-            for op, kwargs in trainer._pre_optim_ops:
-                op(**kwargs)
+            trainer._pre_optim_hook()
             clip *= max(1.0 - trainer.collected_frames / trainer.total_frames, 0.0)
             assert float(loss.clip_epsilon) == pytest.approx(clip)
             # The decay starts from the new value: before the donor's run ended it is not 0.
             trainer.collected_frames //= 2
-            for op, kwargs in trainer._pre_optim_ops:
-                op(**kwargs)
+            trainer._pre_optim_hook()
             clip = new["clip_epsilon"] * (1.0 - trainer.collected_frames / trainer.total_frames)
             trainer.collected_frames = donor.trainer.collected_frames
         assert float(loss.clip_epsilon) == pytest.approx(clip)
