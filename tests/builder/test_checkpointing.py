@@ -16,6 +16,7 @@ from tests.helpers import tiny
 from xdrl.builder.checkpointing import checkpoint_paths, load_checkpoint, load_latest, remove_interrupted_saves
 from xdrl.builder.experiment import build, restore
 from xdrl.config import compose_config, validate
+from xdrl.records.lineage import read_jsonl
 
 
 def _trained(tmp_path, *extra):
@@ -349,3 +350,37 @@ def test_an_archive_with_the_earlier_tensordict_payloads_still_loads(tmp_path):
     payload = load_checkpoint(path)
     assert payload["iteration"] == 1 and payload["collected_frames"] == 5
     assert torch.equal(payload["extra"]["w"], torch.arange(3.0)) and payload["rng"]["n"] == 1
+
+
+def test_metrics_file_is_fsynced_before_each_checkpoint_and_not_per_iteration(tmp_path, monkeypatch):
+    """A checkpoint covers only iterations durable in metrics.jsonl; iterations between checkpoints are not fsynced."""
+    events = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd):
+        path = pathlib.Path(os.readlink(f"/proc/self/fd/{fd}"))
+        if path.name == "metrics.jsonl":
+            events.append(("fsync", len(path.read_text().splitlines())))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    overrides = [
+        "experiment=cartpole_ppo",
+        "collector.total_frames=1280",
+        "algo.epochs=1",
+        "hooks.eval.interval_frames=0",
+    ]
+    validated = validate(compose_config([*overrides, "logger=none", "checkpoint.interval=2"]))
+    experiment = build(validated, "cpu", output_dir=tmp_path)
+    experiment.checkpoints.on_save.append(lambda path: events.append(("checkpoint", path.name)))
+    experiment.trainer.train()
+    iterations = experiment.router.iteration
+    assert iterations == 5
+    saved = [name for kind, name in events if kind == "checkpoint"]
+    assert saved == ["trainer_00000002.pt", "trainer_00000004.pt", "trainer_00000005.pt"]
+    # Exactly one fsync of the file before each checkpoint, holding that checkpoint's iterations.
+    expected = []
+    for name in saved:
+        expected += [("fsync", int(name[8:16])), ("checkpoint", name)]
+    assert events == expected
+    assert len(read_jsonl(tmp_path / "metrics.jsonl")) == iterations

@@ -264,6 +264,8 @@ class TrainerCheckpointHook(TrainerHookBase):
         self.last_path: pathlib.Path | None = None
         #: Called with the new checkpoint's path after each save.
         self.on_save: list[Callable[[pathlib.Path], None]] = []
+        #: Called before each save (the metrics router's fsync of ``metrics.jsonl``).
+        self.before_save: list[Callable[[], None]] = []
         self._saving: int | None = None
 
     def request_stop(self, reason: str = "stop requested") -> None:
@@ -298,6 +300,8 @@ class TrainerCheckpointHook(TrainerHookBase):
         iteration = self.iteration()
         if self.last_saved_iteration == iteration and self.last_path is not None:
             return self.last_path
+        for callback in self.before_save:
+            callback()
         trainer = self.trainer
         path = self.directory / f"trainer_{iteration:08d}.pt"
         frames = int(trainer.collected_frames)

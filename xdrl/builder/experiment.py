@@ -290,6 +290,7 @@ def build(
         iteration=lambda: router.iteration,
     )
     checkpoints.register(trainer)  # after the metrics: a checkpoint covers only published iterations
+    checkpoints.before_save.append(router.sync)  # ... and only iterations durable in metrics.jsonl
     if "wandb" in loggers:
         checkpoints.on_stop.append(functools.partial(mark_wandb_preempting, loggers["wandb"]))
         WandbFinishHook().register(trainer)

@@ -22,9 +22,11 @@ This rule, rather than "the re-run replaces", is the one every sink can keep:
 Optuna's intermediate values, ASHA's rungs and an online W&B history cannot
 take back a value they already hold.
 
-``metrics.jsonl`` is the reference: it is appended and fsynced at the end of each
-iteration, before any other sink gets the row and before any checkpoint, so it
-always holds at least what the others hold.
+``metrics.jsonl`` is the reference: it is appended (and flushed to the operating
+system) at the end of each iteration, before any other sink gets the row, so a
+killed process leaves it holding at least what the others hold; it is fsynced
+before each checkpoint, so after a machine crash it still holds every iteration
+the newest checkpoint covers.
 """
 
 from __future__ import annotations
