@@ -40,12 +40,14 @@ def train_and_evaluate(preset: str, seed: int, episodes: int) -> tuple[float, fl
 
     overrides = [f"experiment={preset}", f"seed={seed}", "logger=none", "hooks.policy_checkpoint.interval=0"]
     validated = validate(compose_config(overrides))
-    start = time.perf_counter()
-    experiment = build(validated, "cpu", output_dir=tempfile.mkdtemp(prefix=f"xdrl-{preset}-{seed}-"))
-    experiment.trainer.train()
-    seconds = time.perf_counter() - start
-    returns = evaluate(experiment, episodes)
-    return statistics.fmean(returns), seconds, int(experiment.trainer.collected_frames)
+    # The run's files (trainer checkpoints: SAC's hold its replay buffer) go when the seed is done.
+    with tempfile.TemporaryDirectory(prefix=f"xdrl-{preset}-{seed}-") as output_dir:
+        start = time.perf_counter()
+        experiment = build(validated, "cpu", output_dir=output_dir)
+        experiment.trainer.train()
+        seconds = time.perf_counter() - start
+        returns = evaluate(experiment, episodes)
+        return statistics.fmean(returns), seconds, int(experiment.trainer.collected_frames)
 
 
 def main() -> None:

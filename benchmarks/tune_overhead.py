@@ -50,10 +50,11 @@ def bare_fps(frames: int) -> tuple[float, float]:
     from xdrl.builder.experiment import build
     from xdrl.config import compose_config, validate
 
-    start = time.perf_counter()
-    experiment = build(validate(compose_config(overrides(frames))), "cpu", output_dir=tempfile.mkdtemp())
-    experiment.trainer.train()
-    wall = time.perf_counter() - start
+    with tempfile.TemporaryDirectory(prefix="xdrl-tune-overhead-run-") as output_dir:
+        start = time.perf_counter()
+        experiment = build(validate(compose_config(overrides(frames))), "cpu", output_dir=output_dir)
+        experiment.trainer.train()
+        wall = time.perf_counter() - start
     row = experiment.router.last_row
     return row["counters/total_frames"] / row["timers/total_time"], wall
 

@@ -37,6 +37,7 @@ import json
 import math
 import os
 import pathlib
+import shutil
 import signal
 import statistics
 import subprocess
@@ -184,7 +185,7 @@ def _sb3_rows(preset: str, seed: int, args: argparse.Namespace, frames: int) -> 
 
 
 def _watch_rows(path: pathlib.Path, stamps: dict[int, float], stop: threading.Event, on_row: Any) -> None:
-    """Stamp each metrics.jsonl row with the wall time it appeared (the file is fsynced per iteration)."""
+    """Stamp each metrics.jsonl row with the wall time it appeared (xdrl writes each row at the end of its iteration)."""
     while not stop.is_set():
         if path.exists():
             now = time.time()
@@ -222,6 +223,7 @@ def _xdrl_rows(preset: str, seed: int, args: argparse.Namespace, frames: int) ->
     if process.returncode not in (0, 130, -signal.SIGINT):
         raise SystemExit(f"xdrl {preset} seed {seed} failed:\n{stderr[-3000:]}")
     metric_rows = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
+    shutil.rmtree(output, ignore_errors=True)  # the run's checkpoints: up to 24 MB each (DQN's replay buffer)
     rows: list[dict] = []
     eval_seconds = 0.0
     trainer_start = None
