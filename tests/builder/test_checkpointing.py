@@ -13,7 +13,13 @@ import torch
 from torchrl.checkpoint import Checkpoint
 
 from tests.helpers import tiny
-from xdrl.builder.checkpointing import checkpoint_paths, load_checkpoint, load_latest, remove_interrupted_saves
+from xdrl.builder.checkpointing import (
+    checkpoint_iteration,
+    checkpoint_paths,
+    load_checkpoint,
+    load_latest,
+    remove_interrupted_saves,
+)
 from xdrl.builder.experiment import build, restore
 from xdrl.config import compose_config, validate
 from xdrl.records.lineage import read_jsonl
@@ -372,15 +378,15 @@ def test_metrics_file_is_fsynced_before_each_checkpoint_and_not_per_iteration(tm
     ]
     validated = validate(compose_config([*overrides, "logger=none", "checkpoint.interval=2"]))
     experiment = build(validated, "cpu", output_dir=tmp_path)
-    experiment.checkpoints.on_save.append(lambda path: events.append(("checkpoint", path.name)))
+    experiment.checkpoints.on_save.append(lambda path: events.append(("checkpoint", path)))
     experiment.trainer.train()
     iterations = experiment.router.iteration
     assert iterations == 5
-    saved = [name for kind, name in events if kind == "checkpoint"]
-    assert saved == ["trainer_00000002.pt", "trainer_00000004.pt", "trainer_00000005.pt"]
+    saved = [path for kind, path in events if kind == "checkpoint"]
+    assert [path.name for path in saved] == ["trainer_00000002.pt", "trainer_00000004.pt", "trainer_00000005.pt"]
     # Exactly one fsync of the file before each checkpoint, holding that checkpoint's iterations.
     expected = []
-    for name in saved:
-        expected += [("fsync", int(name[8:16])), ("checkpoint", name)]
+    for path in saved:
+        expected += [("fsync", checkpoint_iteration(path)), ("checkpoint", path)]
     assert events == expected
     assert len(read_jsonl(tmp_path / "metrics.jsonl")) == iterations
